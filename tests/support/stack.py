@@ -1,0 +1,172 @@
+"""A running stack: one isolated broker namespace plus the rendered project's processes using it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu import Connection
+
+from .processes import ManagedProcess, wait_until
+from .render import Project
+
+CELERY = str(Path(sys.executable).with_name("celery"))
+PROBE = str(Path(__file__).with_name("probe.py"))
+HOSTNAME = socket.gethostname()
+BOOT_TIMEOUT = 60.0
+
+
+@dataclass
+class Namespace:
+    """Broker and result-backend URLs that no other stack in this session uses."""
+
+    broker_url: str
+    result_backend: str
+    cleanup: list[list[str]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for command in self.cleanup:
+            subprocess.run(command, capture_output=True, timeout=60, check=False)
+
+
+class RedisNamespaces:
+    """Hands out a fresh pair of databases (broker, results) of the session's private Redis."""
+
+    def __init__(self, host: str, port: int, db_count: int) -> None:
+        self.host, self.port = host, port
+        self._pairs = iter(range(0, db_count - 1, 2))
+
+    def new(self) -> Namespace:
+        broker_db = next(self._pairs)
+        base = f"redis://{self.host}:{self.port}"
+        return Namespace(f"{base}/{broker_db}", f"{base}/{broker_db + 1}")
+
+
+class RabbitNamespaces:
+    """A throw-away vhost of the machine's RabbitMQ per stack, deleted afterwards."""
+
+    _counter = itertools.count()
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5672) -> None:
+        self.host, self.port = host, port
+        self.rabbitmqctl = shutil.which("rabbitmqctl")
+
+    def new(self, result_backend: str = "rpc://") -> Namespace:
+        assert self.rabbitmqctl, "rabbitmqctl not found"
+        vhost = f"ccw-test-{os.getpid()}-{next(self._counter)}-{uuid.uuid4().hex[:6]}"
+        for command in (
+            [self.rabbitmqctl, "add_vhost", vhost],
+            [self.rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        ):
+            subprocess.run(command, capture_output=True, timeout=60, check=True)
+        broker = f"amqp://guest:guest@{self.host}:{self.port}/{vhost}"
+        return Namespace(broker, result_backend, cleanup=[[self.rabbitmqctl, "delete_vhost", vhost]])
+
+
+class Stack:
+    def __init__(self, project: Project, namespace: Namespace, log_dir: Path) -> None:
+        self.project = project
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.processes: list[ManagedProcess] = []
+        self.control_app = Celery(
+            "test-control", broker=namespace.broker_url, set_as_current=False
+        )
+
+    # -- environment --------------------------------------------------------------------------
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+        env.update(
+            PYTHONPATH=str(self.project.path),
+            PYTHONUNBUFFERED="1",
+            CELERY_BROKER_URL=self.namespace.broker_url,
+        )
+        if self.project.result_backend != "none":
+            env["CELERY_RESULT_BACKEND"] = self.namespace.result_backend
+        env.update(extra)
+        return env
+
+    # -- processes ----------------------------------------------------------------------------
+    def start(self, name: str, args: list[str], **extra_env: str) -> ManagedProcess:
+        process = ManagedProcess(
+            name, args, cwd=self.project.path, env=self.env(**extra_env), log_dir=self.log_dir
+        )
+        self.processes.append(process)
+        return process.start()
+
+    def worker(
+        self, name: str = "w1", queues: str | None = None, wait: bool = True, **extra_env: str
+    ) -> ManagedProcess:
+        """`celery -A <package>.celery_app worker --loglevel=INFO`, as the reference shows it."""
+        args = [CELERY, "-A", f"{self.project.package_path}.celery_app", "worker"]
+        args += ["--loglevel=INFO", "-n", f"{name}@%h", "--concurrency=2"]
+        if queues:
+            args += ["-Q", queues]
+        process = self.start(name, args, **extra_env)
+        if wait:
+            self.wait_ready(process)
+        return process
+
+    def beat(self, name: str = "beat", **extra_env: str) -> ManagedProcess:
+        args = [CELERY, "-A", f"{self.project.package_path}.celery_app", "beat", "--loglevel=INFO"]
+        return self.start(name, args, **extra_env)
+
+    def nodename(self, process: ManagedProcess) -> str:
+        return f"{process.name}@{HOSTNAME}"
+
+    def wait_ready(self, process: ManagedProcess, timeout: float = BOOT_TIMEOUT) -> None:
+        node = self.nodename(process)
+
+        def answered() -> bool:
+            if not process.running():
+                raise AssertionError(f"{process.name} exited:\n{process.log()[-3000:]}")
+            return bool(self.control_app.control.ping(destination=[node], timeout=1.0))
+
+        try:
+            wait_until(answered, timeout, interval=0.5)
+        except TimeoutError:
+            raise AssertionError(f"{node} did not answer ping:\n{process.log()[-3000:]}") from None
+
+    def task_counts(self, process: ManagedProcess) -> dict[str, int]:
+        """Tasks the worker has received, by name (Celery's own `inspect stats`)."""
+        node = self.nodename(process)
+        stats = self.control_app.control.inspect(destination=[node], timeout=2.0).stats() or {}
+        return dict(stats.get(node, {}).get("total", {}))
+
+    def queue_length(self, queue: str) -> int:
+        with Connection(self.namespace.broker_url) as connection:
+            channel = connection.default_channel
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+
+    # -- client ---------------------------------------------------------------------------------
+    def probe(self, command: str, timeout: float = 120, **kwargs: Any) -> Any:
+        args = [sys.executable, PROBE, self.project.package_path, command, json.dumps(kwargs)]
+        done = subprocess.run(
+            args,
+            cwd=self.project.path,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            logs = "\n".join(f"--- {p.name}\n{p.log()[-2000:]}" for p in self.processes)
+            raise AssertionError(f"probe {command} failed:\n{done.stderr[-4000:]}\n{logs}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.control_app.close()
+        self.namespace.close()

@@ -1,0 +1,100 @@
+"""Boot: the worker and beat commands of a rendered project run every sample task through a real broker."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support.processes import wait_until
+from .support.render import ACME, DEFAULTS, RABBITMQ, Project
+from .support.stack import Stack
+
+BOOT_SETS = {"defaults": DEFAULTS, "acme.jobs": ACME, "rabbitmq": RABBITMQ}
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(params=list(BOOT_SETS))
+def project(request: pytest.FixtureRequest, render_project: Callable[..., Project]) -> Project:
+    return render_project(**BOOT_SETS[request.param])
+
+
+def test_worker_runs_every_sample_task(
+    project: Project, stack_factory: Callable[[Project], Stack]
+) -> None:
+    stack = stack_factory(project)
+    worker = stack.worker()
+    out = stack.probe("samples")
+
+    document = out["process_document"]
+    assert (document["document_id"], document["words"], document["status"]) == ("doc-1", 3, "processed")
+    assert document["worker"] == stack.nodename(worker)
+
+    words = 3 * 40
+    assert out["analyze_content"]["words"] == words
+    assert out["analyze_content"]["top_words"][0] == ["lorem", 40]
+    progress = [row for row in out["analyze_content_progress"] if row[0] == "PROGRESS"]
+    chunks = math.ceil(words / 24)
+    assert len(progress) >= 2, out["analyze_content_progress"]
+    assert all(total == chunks for _, _, _, total, _ in progress)
+    currents = [current for _, _, current, _, _ in progress]
+    assert currents == sorted(currents) and len(set(currents)) == len(currents)
+    assert progress[-1][4].startswith("Analyzed chunk")
+    assert out["analyze_content_progress"][-1][:2] == ["SUCCESS", 100]
+
+    assert out["deliver_notification"] == {
+        "recipient": "ops@example.com",
+        "delivered": True,
+        "attempts": 3,
+    }
+    assert (out["cleanup"]["removed"], out["cleanup"]["kept"]) == (1, 1)
+    assert out["cleanup_left"] == ["fresh.tmp"]
+    assert out["generate_report"]["period"] == "daily"
+    assert out["health_check"]["status"] == "ok"
+    assert out["gathered"][0]["status"] == "ok"
+    assert out["gathered"][1]["document_id"] == "doc-2"
+
+
+def test_urgent_task_is_consumed_only_by_a_worker_on_its_queue(
+    project: Project, stack_factory: Callable[[Project], Stack]
+) -> None:
+    stack = stack_factory(project)
+    health_check = f"{project.task_prefix}.health_check"
+    process_document = f"{project.task_prefix}.process_document"
+    default_worker = stack.worker("default-only", queues="default")
+
+    stack.probe("send", task="health_check", count=3)
+    stack.probe("send", task="process_document", count=3, args=["doc-9"])
+    wait_until(lambda: stack.task_counts(default_worker).get(process_document) == 3, 30)
+    # The default-queue worker has had time to take them; the urgent tasks must still be queued.
+    assert stack.queue_length("high_priority") == 3
+    assert health_check not in stack.task_counts(default_worker)
+
+    urgent_worker = stack.worker("urgent-only", queues="high_priority")
+    wait_until(lambda: stack.task_counts(urgent_worker).get(health_check) == 3, 30)
+    assert stack.queue_length("high_priority") == 0
+    assert health_check not in stack.task_counts(default_worker)
+    assert process_document not in stack.task_counts(urgent_worker)
+
+
+def test_beat_schedules_the_cleanup_task(
+    project: Project, stack_factory: Callable[[Project], Stack], tmp_path: Path
+) -> None:
+    stack = stack_factory(project)
+    worker = stack.worker()
+    schedule = tmp_path / "state" / "beat-schedule"
+    schedule.parent.mkdir()
+    beat = stack.beat(CELERY_BEAT_CLEANUP_INTERVAL="1", CELERY_BEAT_SCHEDULE_FILENAME=str(schedule))
+    cleanup = f"{project.task_prefix}.cleanup"
+
+    def cleanups() -> Any:
+        assert beat.running(), beat.log()[-3000:]
+        return stack.task_counts(worker).get(cleanup, 0) >= 2
+
+    wait_until(cleanups, 45, interval=0.5)
+    assert list(schedule.parent.iterdir()), "beat wrote no schedule state"
+    assert "Scheduler: Sending due task cleanup" in beat.log()

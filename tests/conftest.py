@@ -74,21 +74,20 @@ def render_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pr
 
 
 @pytest.fixture
-def stack_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[[Project], Stack]]:
+def stack_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """Build stacks for rendered projects; every process they start is stopped at teardown."""
     stacks: list[Stack] = []
 
-    def _make(project: Project) -> Stack:
+    def _make(project: Project, venv: Path | None = None) -> Stack:
         if project.broker == "rabbitmq":
-            backend = "rpc://" if project.result_backend != "redis" else None
-            namespace = request.getfixturevalue("rabbit_namespaces").new(
-                result_backend=backend or request.getfixturevalue("redis_namespaces").new().result_backend
-            )
+            backend = "rpc://"
+            if project.result_backend == "redis":
+                backend = request.getfixturevalue("redis_namespaces").new().result_backend
+            namespace = request.getfixturevalue("rabbit_namespaces").new(result_backend=backend)
         else:
             namespace = request.getfixturevalue("redis_namespaces").new()
-        stack = Stack(project, namespace, tmp_path)
+        stack = Stack(project, namespace, tmp_path / f"stack{len(stacks)}", venv)
+        stack.log_dir.mkdir()
         stacks.append(stack)
         return stack
 

@@ -31,7 +31,11 @@ def test_worker_runs_every_sample_task(
     out = stack.probe("samples")
 
     document = out["process_document"]
-    assert (document["document_id"], document["words"], document["status"]) == ("doc-1", 3, "processed")
+    assert (document["document_id"], document["words"], document["status"]) == (
+        "doc-1",
+        3,
+        "processed",
+    )
     assert document["worker"] == stack.nodename(worker)
 
     words = 3 * 40

@@ -23,10 +23,14 @@ from typing import Any
 def samples(tasks: ModuleType, client: ModuleType, timeout: float = 60) -> dict[str, Any]:
     """Run every sample task once; record the progress states analyze_content reports."""
     out: dict[str, Any] = {}
-    document = tasks.process_document.delay("doc-1", {"format": "text", "text": " hello  new world "})
+    document = tasks.process_document.delay(
+        "doc-1", {"format": "text", "text": " hello  new world "}
+    )
     out["process_document"] = document.get(timeout=timeout)
 
-    analysis = tasks.analyze_content.delay("lorem ipsum dolor " * 40, chunk_size=24, step_delay=0.25)
+    analysis = tasks.analyze_content.delay(
+        "lorem ipsum dolor " * 40, chunk_size=24, step_delay=0.25
+    )
     seen: list[list[Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,7 +61,9 @@ def samples(tasks: ModuleType, client: ModuleType, timeout: float = 60) -> dict[
     out["health_check"] = tasks.health_check.delay().get(timeout=timeout)
 
     pending = [tasks.health_check.delay(), tasks.process_document.delay("doc-2")]
-    out["gathered"] = asyncio.run(client.gather_results(pending, timeout=timeout, poll_interval=0.1))
+    out["gathered"] = asyncio.run(
+        client.gather_results(pending, timeout=timeout, poll_interval=0.1)
+    )
     return out
 
 

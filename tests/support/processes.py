@@ -6,6 +6,7 @@ children included) even when the main process died first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,10 +82,8 @@ class ManagedProcess:
                 break
             if self.wait(wait) is not None and not _group_alive(self.pid):
                 break
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)  # pool children that outlived their parent
-        except ProcessLookupError:
-            pass
         self.wait(5.0)
 
 

@@ -24,7 +24,7 @@ RENDER_MATRIX: dict[str, dict[str, Any]] = {
     "no-results": {"result_backend": "none"},
     "rabbitmq-no-results": {"broker": "rabbitmq", "result_backend": "none"},
     "existing-repo": {"new_project": False},
-    "python-3.10": {"python_version": "3.10"},
+    "python-3.12": {"python_version": "3.12"},
     "python-3.14": {"python_version": "3.14"},
     "one-queue": {"queues": "jobs"},
     "three-queues": {"queues": "bulk, default, urgent", "urgent_queue": "urgent"},

@@ -1,0 +1,210 @@
+"""Render: every answer set renders to clean, linted, type-checked code; bad answers write nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+
+from .support.render import RENDER_MATRIX, TEMPLATE_ROOT, Project, render
+
+BIN = Path(sys.executable).parent
+COPIER_COPY = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref", "HEAD"]
+# Strict checks applied to existing-repo renders too, which carry no pyproject.toml of their own.
+RUFF_RULES = "E4,E7,E9,F,W,I,B,UP,SIM,RUF"
+COMPUTED = {"reserved_top_level_names", "known_timezones", "python_keywords", "queue_names"}
+COMPUTED |= {"package_dir", "tests_dir", "celery_requirement"}
+
+
+NEW_PROJECT_SETS = [
+    name for name, answers in RENDER_MATRIX.items() if answers.get("new_project", True)
+]
+
+
+@pytest.fixture(params=list(RENDER_MATRIX))
+def project(request: pytest.FixtureRequest, render_project: Callable[..., Project]) -> Project:
+    return render_project(**RENDER_MATRIX[request.param])
+
+
+@pytest.fixture(params=NEW_PROJECT_SETS)
+def new_project(request: pytest.FixtureRequest, render_project: Callable[..., Project]) -> Project:
+    return render_project(**RENDER_MATRIX[request.param])
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")} | env
+    return subprocess.run(
+        args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_no_template_syntax_is_left(project: Project) -> None:
+    for path in project.path.rglob("*"):
+        relative = path.relative_to(project.path)
+        assert "{{" not in str(relative) and not path.name.endswith(".jinja"), relative
+        if path.is_file():
+            text = path.read_text()
+            for marker in ("{{", "{%", "{#"):
+                assert marker not in text, f"{relative} contains {marker!r}"
+
+
+def test_layout_follows_the_answers(project: Project) -> None:
+    answers = project.answers
+    for module in ("__init__", "celery_app", "config", "routing", "schedule", "tasks", "client"):
+        assert (project.package_dir / f"{module}.py").is_file(), module
+    parts = project.package_path.split(".")
+    for depth in range(1, len(parts)):
+        assert project.path.joinpath(*parts[:depth], "__init__.py").is_file()
+    assert (project.path / ".env.example").is_file()
+    for name in ("pyproject.toml", "README.md", ".gitignore"):
+        assert (project.path / name).exists() == answers["new_project"], name
+    assert not COMPUTED & answers.keys(), "computed values must not be stored"
+    assert {"package_path", "broker", "result_backend", "queues", "timezone"} <= answers.keys()
+
+
+def test_dependencies_match_broker_and_backend(new_project: Project) -> None:
+    project = new_project
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    needs_redis = "redis" in (project.broker, project.result_backend)
+    expected = "celery[redis]>=5.7" if needs_redis else "celery>=5.7"
+    assert pyproject["project"]["dependencies"] == [expected, "kombu>=5.7"]
+    assert pyproject["project"]["requires-python"] == f">={project.answers['python_version']}"
+    dev = " ".join(pyproject["project"]["optional-dependencies"]["dev"])
+    for tool in ("watchdog", "flower", "pytest", "ruff", "mypy", "celery-types"):
+        assert tool in dev
+
+
+def test_ruff_and_mypy_pass(project: Project, tmp_path_factory: pytest.TempPathFactory) -> None:
+    top = project.package_path.split(".")[0]
+    if project.answers["new_project"]:
+        checks = [[str(BIN / "ruff"), "check", "."], [str(BIN / "ruff"), "format", "--check", "."]]
+        checks.append([str(BIN / "mypy")])
+    else:
+        style = ["--line-length", "100"]
+        checks = [
+            [str(BIN / "ruff"), "check", "--select", RUFF_RULES, *style, "."],
+            [str(BIN / "ruff"), "format", "--check", *style, "."],
+            [str(BIN / "mypy"), "--strict", top, "tests"],
+        ]
+    # One mypy cache per session: stubs of celery and the stdlib are checked once, not per render.
+    cache = tmp_path_factory.getbasetemp() / "mypy-cache"
+    for args in checks:
+        if args[0].endswith("mypy"):
+            args += ["--cache-dir", str(cache)]
+        done = run(args, project.path)
+        assert done.returncode == 0, f"{' '.join(args[:3])}:\n{done.stdout}{done.stderr}"
+
+
+def test_generated_test_suite_passes(project: Project) -> None:
+    # Port 1 refuses connections: a generated test that touched a broker would fail, not use 6379.
+    done = run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        project.path,
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0"
+        if project.broker == "redis"
+        else "amqp://127.0.0.1:1//",
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+# field, value, words the message must contain (besides "<field>:")
+INVALID_ANSWERS: list[tuple[str, Any, str]] = [
+    ("project_name", "   ", "must not be empty"),
+    ("package_path", "", "must not be empty"),
+    ("package_path", "acme.class", "is a Python keyword"),
+    ("package_path", "acme-jobs.workers", "is not a Python identifier"),
+    ("package_path", "acme jobs", "is not a Python identifier"),
+    ("package_path", "1acme.jobs", "is not a Python identifier"),
+    ("package_path", "acme..jobs", "empty part"),
+    ("package_path", ".acme", "empty part"),
+    ("package_path", "acme.", "empty part"),
+    ("package_path", "celery.jobs", "would shadow the standard-library or Celery module"),
+    ("package_path", "kombu", "would shadow"),
+    ("package_path", "redis.workers", "would shadow"),
+    ("package_path", "json.workers", "would shadow"),
+    ("package_path", "asyncio", "would shadow"),
+    ("distribution_name", "My Project!", "not a valid distribution name"),
+    ("queues", "", "must name at least one queue"),
+    ("queues", "default,default", "names a queue twice"),
+    ("queues", "default,,urgent", "is not a valid queue name"),
+    ("queues", "bulk jobs", "is not a valid queue name"),
+    ("queues", "default,-x", "is not a valid queue name"),
+    ("urgent_queue", "nope", "is not one of the queues"),
+    ("timezone", "Mars/Olympus", "is not an IANA time zone"),
+    ("timezone", "utc", "is not an IANA time zone"),
+    ("cleanup_interval", "0", "whole number of seconds from 1 to 604800"),
+    ("cleanup_interval", "soon", "whole number of seconds"),
+    ("cleanup_interval", "-5", "whole number of seconds"),
+    ("cleanup_interval", "9999999", "whole number of seconds"),
+    ("report_crontab", "every morning", "needs exactly five fields"),
+    ("report_crontab", "* * *", "needs exactly five fields"),
+    ("report_crontab", "61 * * * *", "out of range"),
+    ("report_crontab", "0 25 * * *", "out of range"),
+    ("report_crontab", "0 6 * * funday", "is not a number, range, list, step or *"),
+    ("result_backend", "rpc", "rpc needs broker=rabbitmq"),
+    ("python_version", "2.7", "python_version"),
+    ("broker", "kafka", "broker"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "words"), INVALID_ANSWERS)
+def test_invalid_answer_is_rejected_and_nothing_written(
+    field: str, value: Any, words: str, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "fresh"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    for dst in (fresh, existing):
+        with pytest.raises(ValueError) as error:
+            render(dst, {field: value})
+        message = str(error.value)
+        assert field in message and words in message, message
+    assert not fresh.exists()
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+    assert (existing / "keep.txt").read_text() == "mine"
+
+
+def test_cli_rejects_bad_answer_with_the_validator_message(tmp_path: Path) -> None:
+    dst = tmp_path / "dst"
+    done = run(
+        [*COPIER_COPY, "--data", "package_path=acme-jobs", str(TEMPLATE_ROOT), str(dst)],
+        tmp_path,
+    )
+    assert done.returncode != 0
+    assert 'package_path: "acme-jobs" in "acme-jobs" is not a Python identifier' in done.stderr
+    assert not dst.exists()
+
+
+def test_existing_repository_keeps_its_files(tmp_path: Path) -> None:
+    dst = tmp_path / "app"
+    mine = {
+        "pyproject.toml": '[project]\nname = "app"\n',
+        "README.md": "# My app\n",
+        ".gitignore": "node_modules/\n",
+        "utils/__init__.py": '"""My utilities."""\n',
+        "tests/conftest.py": "# my fixtures\n",
+    }
+    for name, text in mine.items():
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        (dst / name).write_text(text)
+    done = run(
+        [*COPIER_COPY, "--data", "new_project=false", str(TEMPLATE_ROOT), str(dst)],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    for name, text in mine.items():
+        assert (dst / name).read_text() == text, f"{name} was changed"
+    assert (dst / "utils" / "workers" / "celery_app.py").is_file()
+    assert (dst / "tests" / "utils_workers" / "test_tasks.py").is_file()
+    output = done.stdout + done.stderr
+    assert "celery[redis]>=5.7" in output and "kombu>=5.7" in output
+    assert "your pyproject.toml and README are untouched" in output
+    assert '".env" to your .gitignore' in output

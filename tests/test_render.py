@@ -60,7 +60,7 @@ def test_no_template_syntax_is_left(project: Project) -> None:
 
 def test_layout_follows_the_answers(project: Project) -> None:
     answers = project.answers
-    for module in ("__init__", "celery_app", "config", "routing", "schedule", "tasks", "health"):
+    for module in ("celery_app", "config", "routing", "schedule", "tasks", "health", "flower"):
         assert (project.package_dir / f"{module}.py").is_file(), module
     # No results, no result helpers.
     has_client = (project.package_dir / "client.py").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -52,10 +53,10 @@ def rabbit_namespaces() -> RabbitNamespaces:
 @pytest.fixture(scope="session")
 def render_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Project]:
     """Render an answer set once per session; tests must not modify the result."""
-    cache: dict[tuple[tuple[str, Any], ...], Project] = {}
+    cache: dict[str, Project] = {}
 
     def _render(**answers: Any) -> Project:
-        key = tuple(sorted(answers.items()))
+        key = json.dumps(answers, sort_keys=True, default=list)  # answers may hold lists
         if key not in cache:
             cache[key] = render(tmp_path_factory.mktemp("project"), answers)
         return cache[key]

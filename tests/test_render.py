@@ -75,6 +75,16 @@ def test_layout_follows_the_answers(project: Project) -> None:
     assert {"package_path", "broker", "result_backend", "queues", "timezone"} <= answers.keys()
 
 
+def test_deployment_files_follow_the_targets(project: Project) -> None:
+    targets = set(project.answers.get("deploy_targets", []))
+    deploy = project.path / "deploy"
+    for target in ("supervisord", "systemd", "kubernetes"):
+        assert (deploy / target).is_dir() == (target in targets), target
+    assert (project.path / "Dockerfile").exists() == ("docker" in targets)
+    empty = [p for p in project.path.rglob("*") if p.is_dir() and not any(p.iterdir())]
+    assert not empty, f"empty directories: {empty}"
+
+
 def test_dependencies_match_broker_and_backend(new_project: Project) -> None:
     project = new_project
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())

@@ -35,6 +35,9 @@ RENDER_MATRIX: dict[str, dict[str, Any]] = {
     },
     "deep-path": {"package_path": "company.platform.background.workers"},
     "named": {"project_name": "Document Service", "distribution_name": "document-service"},
+    "no-deploy": {"deploy_targets": []},
+    "docker-only": {"deploy_targets": ["docker"]},
+    "existing-repo-systemd": {"new_project": False, "deploy_targets": ["systemd"]},
 }
 
 

@@ -1,0 +1,372 @@
+"""Docker: the rendered Dockerfile and compose.yaml pass the field's validators, and every compose
+service works when run as a local process, with its container's command and environment.
+
+No Docker engine is needed. tests/support/docker.py applies the container rules to local processes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from .support.docker import (
+    BASE_ENV,
+    ComposeProject,
+    InterpolationError,
+    LocalContainer,
+    read_dotenv,
+)
+from .support.processes import ManagedProcess, wait_until
+from .support.redis_server import free_port, redis_server_binary
+from .support.render import DEFAULTS, RABBITMQ, RENDER_MATRIX, Project
+from .support.stack import Stack
+
+BIN = Path(sys.executable).parent
+EXISTING_REPO = {
+    "new_project": False,
+    "deploy_targets": ("docker",),  # a tuple: render_project's cache key must be hashable
+    "service_user": "jobs",
+    "worker_processes": "3",
+    "flower_port": "8081",
+}
+DOCKER_SETS = {"defaults": DEFAULTS, "rabbitmq": RABBITMQ, "existing-repo": EXISTING_REPO}
+# The compose file differs per broker and result backend: validate every combination.
+SCHEMA_SETS = {
+    **DOCKER_SETS,
+    "rabbitmq-redis-results": RENDER_MATRIX["rabbitmq-redis-results"],
+    "no-results": RENDER_MATRIX["no-results"],
+}
+SECRET_NAME = re.compile(r"PASS|AUTH|SECRET|TOKEN", re.IGNORECASE)
+REQUIRED_VARIABLE = re.compile(r"\$\{\w+:\?[^}]+\}")
+# The fixed UID/GID of the image's service user: volumes get the same owner on every host.
+SERVICE_UID = "10001"
+# A client's call, run inside the rendered project with the test namespace's URLs.
+RUN_ONE_TASK = """
+import json
+from %s.tasks import process_document
+result = process_document.delay("doc-1", {"format": "text", "text": "hello  world"})
+print(json.dumps(result.get(timeout=60)))
+"""
+
+
+@pytest.fixture(params=list(DOCKER_SETS))
+def docker_project(
+    request: pytest.FixtureRequest, render_project: Callable[..., Project]
+) -> Project:
+    return render_project(**DOCKER_SETS[request.param])
+
+
+def dotenv_for(project: Project, **extra: str) -> dict[str, str]:
+    """The `.env` a user writes: .env.example copied, plus the secrets compose.yaml asks for."""
+    values = read_dotenv((project.path / ".env.example").read_text())
+    values["FLOWER_BASIC_AUTH"] = f"ops:{secrets.token_hex(12)}"
+    if project.broker == "rabbitmq":
+        values["RABBITMQ_PASSWORD"] = secrets.token_hex(12)
+    return values | extra
+
+
+def mounts_for(project: Project, tmp_path: Path) -> dict[str, Path]:
+    """The image's writable directories, as test directories, and the project's code (/app)."""
+    mounts = {"/run/celery": tmp_path / "run", "/var/lib/celery": tmp_path / "state"}
+    for path in mounts.values():
+        path.mkdir(exist_ok=True)
+    return mounts | {"/app": project.path}
+
+
+def process_env(project: Project, container: LocalContainer, home: Path) -> dict[str, str]:
+    env = BASE_ENV | {"HOME": str(home)} | container.env
+    # The image has the package installed in its venv; here the render directory stands for it.
+    env.setdefault("PYTHONPATH", str(project.path))
+    return env
+
+
+def start(stack: Stack, name: str, container: LocalContainer) -> ManagedProcess:
+    env = process_env(stack.project, container, stack.log_dir)
+    process = ManagedProcess(
+        name, container.argv, cwd=container.cwd, env=env, log_dir=stack.log_dir
+    )
+    stack.processes.append(process)  # stopped by the stack_factory fixture
+    return process.start()
+
+
+def healthcheck(stack: Stack, container: LocalContainer) -> subprocess.CompletedProcess[str]:
+    """The health command, run as `docker exec` would: the container's environment and directory."""
+    return subprocess.run(
+        container.healthcheck,
+        cwd=container.cwd,
+        env=process_env(stack.project, container, stack.log_dir),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def http_status(url: str, auth: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+# -- the field's validators ----------------------------------------------------------------------
+def test_hadolint_reports_nothing_at_warning_level(docker_project: Project) -> None:
+    dockerfile = str(docker_project.path / "Dockerfile")
+    done = subprocess.run(
+        [str(BIN / "hadolint"), "--format", "json", "--failure-threshold", "warning", dockerfile],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    findings = json.loads(done.stdout)
+    serious = [f for f in findings if f["level"] in ("warning", "error")]
+    assert not serious, json.dumps(serious, indent=1)
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_files_validate_against_the_compose_spec(
+    render_project: Callable[..., Project],
+) -> None:
+    files = [
+        str(render_project(**answers).path / "compose.yaml") for answers in SCHEMA_SETS.values()
+    ]
+    args = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *files]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok -- validation done" in done.stdout
+
+
+# -- what the files say ----------------------------------------------------------------------------
+def test_image_runs_celery_unprivileged_in_exec_form(docker_project: Project) -> None:
+    project = docker_project
+    compose = ComposeProject(project.path, dotenv_for(project))
+    image = compose.image
+    python_version = project.answers.get("python_version", "3.10")
+    assert len(image.stages) >= 2, "a builder stage and a runtime stage"
+    assert image.stages[-1] == f"python:{python_version}-slim"
+    text = (project.path / "Dockerfile").read_text()
+    if project.answers["new_project"]:
+        assert '"/src[flower]"' in text  # the project itself, with its flower extra
+    else:
+        assert '"flower>=2.0"' in text and image.env["PYTHONPATH"] == "/app"
+    service_user = project.answers["service_user"]
+    assert f"--uid {SERVICE_UID} --gid {service_user}" in text
+    assert image.user == f"{SERVICE_UID}:{SERVICE_UID}"
+    assert image.stopsignal == "SIGTERM"
+    assert image.env["PYTHONDONTWRITEBYTECODE"] == image.env["PYTHONUNBUFFERED"] == "1"
+    assert image.cmd == ["celery", "-A", f"{project.package_path}.celery_app", "worker"]
+    assert not image.entrypoint
+    heartbeat = image.env["CELERY_WORKER_HEARTBEAT_FILE"]
+    assert image.healthcheck[:4] == ["python", "-m", f"{project.package_path}.health", heartbeat]
+
+
+def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Project) -> None:
+    project = docker_project
+    compose = ComposeProject(project.path, dotenv_for(project))
+    services = compose.services
+    assert set(services) >= {"broker", "worker", "beat", "flower"}
+    # One image for the three Celery services, under the name the Dockerfile's build line uses.
+    image = services["worker"]["image"]
+    assert services["beat"]["image"] == services["flower"]["image"] == image
+    assert f"docker build -t {image} ." in (project.path / "Dockerfile").read_text()
+    assert services["beat"]["deploy"]["replicas"] == 1
+    assert services["worker"]["deploy"]["replicas"] >= 1
+    for name in ("worker", "beat", "flower"):
+        assert services[name]["depends_on"]["broker"] == {"condition": "service_healthy"}
+        assert services[name]["env_file"] == [{"path": ".env", "required": False}]
+    broker = services["broker"]
+    if project.broker == "redis":
+        assert broker["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+        assert "noeviction" in broker["command"]
+    else:
+        assert broker["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+
+    # Warm shutdown must outlast the longest task, or docker stop kills it mid-run.
+    time_limit = int(
+        read_dotenv((project.path / ".env.example").read_text())["CELERY_TASK_TIME_LIMIT"]
+    )
+    grace = services["worker"]["stop_grace_period"]
+    assert grace.endswith("s") and int(grace[:-1]) >= time_limit, grace
+
+    port = project.answers["flower_port"]
+    assert services["flower"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert f"--port={port}" in services["flower"]["command"]
+    concurrency = compose.container_env("worker")["CELERY_WORKER_CONCURRENCY"]
+    assert concurrency == project.answers["worker_processes"]
+
+
+def test_no_secret_in_the_image_or_the_files(docker_project: Project) -> None:
+    project = docker_project
+    compose = ComposeProject(project.path, dotenv_for(project))
+    for keyword, rest in compose.image.instructions:
+        if keyword in ("COPY", "ADD"):
+            assert ".env" not in rest, f"{keyword} {rest}"
+    ignored = (project.path / ".dockerignore").read_text().splitlines()
+    assert ".env" in ignored and ".env.*" in ignored and ".git" in ignored
+
+    # Every secret is required from the environment: ${NAME:?message}, never a literal or a default.
+    raw_text = (project.path / "compose.yaml").read_text()
+    for reference in re.findall(r"\$\{\w*(?:PASS|AUTH|SECRET|TOKEN)\w*[^}]*\}", raw_text):
+        assert REQUIRED_VARIABLE.fullmatch(reference), reference
+    for name, service in compose.raw["services"].items():
+        for key, value in service.get("environment", {}).items():
+            if SECRET_NAME.search(key):
+                assert REQUIRED_VARIABLE.fullmatch(value), f"{name}: {key}={value}"
+            password = re.match(r"\w+://[^:/@]+:([^@]*)@", str(value))
+            if password:
+                assert REQUIRED_VARIABLE.fullmatch(password[1]), f"{name}: {key}={value}"
+    for text in (raw_text, (project.path / "Dockerfile").read_text()):
+        assert "guest:guest" not in text and "basic-auth=" not in text and "basic_auth=" not in text
+
+    # Compose refuses to start without the secrets (its ${NAME:?} rule).
+    without = dotenv_for(project)
+    del without["FLOWER_BASIC_AUTH"]
+    with pytest.raises(InterpolationError, match="FLOWER_BASIC_AUTH"):
+        ComposeProject(project.path, without)
+
+
+# -- the services, run ------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_redis_broker_service_runs_with_noeviction_and_answers_its_healthcheck(
+    render_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    project = render_project(**DEFAULTS)
+    compose = ComposeProject(project.path, dotenv_for(project))
+    broker = compose.services["broker"]
+    server = redis_server_binary()
+    assert broker["command"][0] == "redis-server"
+    # The container's port and data volume, mapped to a free local port and a test directory.
+    port = free_port()
+    args = [server, *broker["command"][1:], "--port", str(port), "--bind", "127.0.0.1"]
+    args += ["--dir", str(tmp_path)]
+    process = ManagedProcess("broker", args, cwd=tmp_path, env=dict(BASE_ENV), log_dir=tmp_path)
+    process.start()
+    try:
+        test = broker["healthcheck"]["test"][1:]
+        cli = str(Path(server).with_name(test[0]))
+
+        def healthy() -> bool:
+            assert process.running(), process.log()
+            done = subprocess.run(
+                [cli, "-p", str(port), *test[1:]], capture_output=True, text=True, timeout=10
+            )
+            return done.returncode == 0 and done.stdout.strip() == "PONG"
+
+        wait_until(healthy, 20)
+        client = redis.Redis(host="127.0.0.1", port=port)
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        client.close()
+    finally:
+        process.stop()
+
+
+@pytest.mark.timeout(60)
+def test_rabbitmq_broker_healthcheck_answers_for_a_running_server(
+    render_project: Callable[..., Project], rabbit_namespaces: Any
+) -> None:
+    project = render_project(**RABBITMQ)
+    compose = ComposeProject(project.path, dotenv_for(project))
+    test = compose.services["broker"]["healthcheck"]["test"]
+    done = subprocess.run(test[1:], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.timeout(240)
+def test_worker_and_beat_services_run_and_the_healthcheck_follows_the_worker(
+    docker_project: Project, stack_factory: Callable[[Project], Stack], tmp_path: Path
+) -> None:
+    project = docker_project
+    stack = stack_factory(project)
+    # The .env a user copies from .env.example: its localhost URLs and empty heartbeat paths must
+    # lose to compose's `environment:`. The 1 s cleanup interval lets beat be seen working.
+    compose = ComposeProject(project.path, dotenv_for(project, CELERY_BEAT_CLEANUP_INTERVAL="1"))
+    mounts = mounts_for(project, tmp_path)
+
+    worker_container = compose.localize("worker", stack.namespace, mounts, {})
+    # The image's CMD sets no node name: Celery's default is celery@<host name>.
+    worker = start(stack, "celery", worker_container)
+    stack.wait_ready(worker)
+    client = [stack.python, "-c", RUN_ONE_TASK % project.package_path]
+    done = subprocess.run(
+        client, cwd=project.path, env=stack.env(), capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + worker.log()[-3000:]
+    result = json.loads(done.stdout)
+    assert (result["status"], result["words"], result["worker"]) == (
+        "processed",
+        2,
+        stack.nodename(worker),
+    )
+    node = stack.nodename(worker)
+    stats = stack.control_app.control.inspect(destination=[node], timeout=2.0).stats() or {}
+    assert stats[node]["pool"]["max-concurrency"] == int(project.answers["worker_processes"])
+
+    checked = healthcheck(stack, worker_container)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    beat_container = compose.localize("beat", stack.namespace, mounts, {})
+    beat = start(stack, "beat", beat_container)
+    cleanup = f"{project.task_prefix}.cleanup"
+
+    def cleanups() -> bool:
+        assert beat.running(), beat.log()[-3000:]
+        return stack.task_counts(worker).get(cleanup, 0) >= 2
+
+    wait_until(cleanups, 45, interval=0.5)
+    state = [p.name for p in mounts["/var/lib/celery"].iterdir()]
+    assert any(name.startswith("celerybeat-schedule") for name in state), state
+    checked = healthcheck(stack, beat_container)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # docker stop: the image's STOPSIGNAL to the main process only, then a warm shutdown.
+    worker.signal_main(signal.Signals[compose.image.stopsignal])
+    assert worker.wait(60) == 0, worker.log()[-3000:]
+    checked = healthcheck(stack, worker_container)
+    assert checked.returncode != 0 and "does not exist" in checked.stdout, checked.stdout
+
+
+@pytest.mark.timeout(120)
+def test_flower_service_answers_its_healthcheck_and_requires_credentials(
+    docker_project: Project, stack_factory: Callable[[Project], Stack], tmp_path: Path
+) -> None:
+    project = docker_project
+    stack = stack_factory(project)
+    dotenv = dotenv_for(project)
+    compose = ComposeProject(project.path, dotenv)
+    port = int(project.answers["flower_port"])
+    local_port = free_port()
+    container = compose.localize(
+        "flower", stack.namespace, mounts_for(project, tmp_path), {port: local_port}
+    )
+    assert container.published == {port: local_port}
+    flower = start(stack, "flower", container)
+
+    def healthy() -> bool:
+        assert flower.running(), flower.log()[-3000:]
+        return healthcheck(stack, container).returncode == 0
+
+    wait_until(healthy, 60, interval=0.5)
+    dashboard = f"http://127.0.0.1:{local_port}/"
+    assert http_status(dashboard) == 401
+    user = dotenv["FLOWER_BASIC_AUTH"].split(":")[0]
+    assert http_status(dashboard, f"{user}:wrong-password-123") == 401
+    assert http_status(dashboard, dotenv["FLOWER_BASIC_AUTH"]) == 200

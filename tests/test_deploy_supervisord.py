@@ -1,0 +1,437 @@
+"""supervisord: the rendered deploy/supervisord files run worker, beat and Flower under a real supervisord.
+
+Each boot test starts supervisord with the rendered group included (tests/support/supervisord.py),
+drives it with supervisorctl and the XML-RPC interface, and ends with `supervisorctl shutdown`
+leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from .support.processes import wait_until
+from .support.redis_server import free_port
+from .support.render import Project
+from .support.stack import HOSTNAME, Stack
+from .support.supervisord import (
+    Installation,
+    Supervisor,
+    alive,
+    descendants,
+    group_name,
+    install,
+    listening_addresses,
+    process_environ,
+    process_uid,
+    rendered_conf,
+    unprivileged_user,
+)
+
+SHELLCHECK = str(Path(sys.executable).with_name("shellcheck"))
+WORKER = "worker-0"
+PROGRAMS = (WORKER, "beat", "flower")
+SUPERVISORD_ONLY = ("supervisord",)  # a tuple: render_project's cache key must be hashable
+
+pytestmark = pytest.mark.timeout(240)
+
+
+# -- the rendered files ----------------------------------------------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        {},
+        {"new_project": False, "package_path": "acme.jobs", "service_user": "jobs"},
+    ],
+    ids=["defaults", "existing-repo"],
+)
+def rendered(request: pytest.FixtureRequest, render_project: Callable[..., Project]) -> Project:
+    return render_project(deploy_targets=SUPERVISORD_ONLY, **request.param)
+
+
+def test_rendered_programs_stop_gracefully_and_hold_no_secrets(rendered: Project) -> None:
+    answers = rendered.answers
+    name = group_name(answers)
+    conf_path = rendered_conf(rendered)
+    parser = configparser.RawConfigParser(strict=True)
+    parser.read(conf_path)
+    programs = [f"{name}-worker", f"{name}-beat", f"{name}-flower"]
+    assert parser.sections() == [f"group:{name}"] + [f"program:{p}" for p in programs]
+    assert parser.get(f"group:{name}", "programs").split(",") == programs
+
+    time_limit = int(_env_example(rendered)["CELERY_TASK_TIME_LIMIT"])
+    for program in programs:
+        section = parser[f"program:{program}"]
+        assert section["user"] == answers["service_user"]
+        assert section["directory"] == answers["install_dir"]
+        assert (section["stopsignal"], section["stopasgroup"], section["killasgroup"]) == (
+            "TERM",
+            "false",
+            "true",
+        )
+        assert section["autorestart"] == "true" and int(section["startsecs"]) >= 1
+        command = section["command"].split()
+        assert command[0] == f"{answers['install_dir']}/deploy/supervisord/with-env-file"
+        assert command[1] == f"/etc/{name}/celery.env" and "--" in command
+        assert section["stdout_logfile"].startswith(f"/var/log/{name}/")
+    worker = parser[f"program:{name}-worker"]
+    assert int(worker["stopwaitsecs"]) > time_limit
+    assert f"--concurrency={answers['worker_processes']}" in worker["command"]
+    assert int(parser[f"program:{name}-beat"]["numprocs"]) == 1
+    flower = parser[f"program:{name}-flower"]["command"]
+    assert f"-m {answers['package_path']}.flower --port={answers['flower_port']}" in flower
+    assert f"/etc/{name}/flower.env" in flower
+
+    values = " ".join(value for section in parser.values() for value in section.values())
+    for secret in ("redis://", "amqp://", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL"):
+        assert secret not in values, f"{secret} belongs in an env file, not in the configuration"
+
+
+def test_start_script_passes_shellcheck_and_is_executable(rendered: Project) -> None:
+    script = rendered.path / "deploy" / "supervisord" / "with-env-file"
+    assert os.access(script, os.X_OK)
+    done = subprocess.run([SHELLCHECK, str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
+
+
+def test_start_script_exports_env_files_and_execs(
+    render_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    script = (
+        render_project(deploy_targets=SUPERVISORD_ONLY).path / "deploy/supervisord/with-env-file"
+    )
+    (tmp_path / "celery.env").write_text('A=from-celery\nSPACED="30 7 * * *"\n# comment\n\nB=1\n')
+    (tmp_path / "flower.env").write_text("B=2\n")
+    # The command prints its own PID: equal to the script's, since exec replaced the shell.
+    show = 'echo "$$|$A|$SPACED|$B"'
+    process = subprocess.Popen(
+        [script, "celery.env", str(tmp_path / "flower.env"), "--", "/bin/sh", "-c", show],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert out.strip() == f"{process.pid}|from-celery|30 7 * * *|2"
+
+    missing = subprocess.run(
+        [script, str(tmp_path / "absent.env"), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    no_command = subprocess.run(
+        [script, "celery.env"], cwd=tmp_path, capture_output=True, timeout=30
+    )
+    assert no_command.returncode == 2
+
+
+def _env_example(project: Project) -> dict[str, str]:
+    lines = (project.path / ".env.example").read_text().splitlines()
+    pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
+    return {key: value for key, _, value in pairs}
+
+
+# -- a running supervisord ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installation(render_project: Callable[..., Project]) -> Iterator[Installation]:
+    """The default render installed in a world-readable directory (pytest's are mode 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="ccw-supervisord-"))
+    try:
+        base.chmod(0o755)
+        install_dir = base / "app"
+        rendered = render_project(
+            deploy_targets=SUPERVISORD_ONLY,
+            service_user=unprivileged_user(),
+            install_dir=str(install_dir),
+            flower_port=str(free_port()),
+        )
+        installed = install(rendered, install_dir)
+        if installed.substituted_user:
+            warnings.warn(
+                f"supervisord programs run as {installed.user}, not "
+                f"{rendered.answers['service_user']}: the test interpreter {sys.executable} is "
+                "not usable by that user on this machine",
+                stacklevel=1,
+            )
+        yield installed
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(installation: Installation, stack_factory: Callable[[Project], Stack]) -> Iterator[Stack]:
+    yield stack_factory(installation.project)
+
+
+@pytest.fixture
+def flower_auth() -> str:
+    return f"ops:{secrets.token_hex(8)}"
+
+
+@pytest.fixture
+def supervisor(
+    request: pytest.FixtureRequest, installation: Installation, stack: Stack, flower_auth: str
+) -> Iterator[Supervisor]:
+    """supervisord running the group on this test's private broker, stopped at teardown.
+
+    Indirect parametrization passes edits of the rendered configuration (control experiments).
+    """
+    run_dir = installation.project.path.parent / f"run-{secrets.token_hex(3)}"
+    # celery.env is .env.example as an administrator would copy it, with this test's broker. Its
+    # empty CELERY_WORKER_CONCURRENCY and relative CELERY_BEAT_SCHEDULE_FILENAME must not win.
+    changes = {
+        "CELERY_BROKER_URL": stack.namespace.broker_url,
+        "CELERY_RESULT_BACKEND": stack.namespace.result_backend,
+        "CELERY_BEAT_CLEANUP_INTERVAL": "1",  # beat sends cleanup every second
+    }
+    celery_env = []
+    for line in (installation.project.path / ".env.example").read_text().splitlines():
+        key = line.partition("=")[0]
+        celery_env.append(f"{key}={changes[key]}" if key in changes else line)
+    supervisor = Supervisor(installation, run_dir)
+    supervisor.prepare(
+        {
+            "celery.env": "\n".join(celery_env) + "\n",
+            "flower.env": f"FLOWER_BASIC_AUTH={flower_auth}\n",
+        },
+        edits=getattr(request, "param", None),
+    )
+    try:
+        yield supervisor.start()
+    finally:
+        supervisor.close()
+
+
+def results_client(stack: Stack) -> Celery:
+    app = Celery("supervisord-test", broker=stack.namespace.broker_url, set_as_current=False)
+    app.conf.result_backend = stack.namespace.result_backend
+    return app
+
+
+def worker_node() -> str:
+    return f"{WORKER}@{HOSTNAME}"
+
+
+def wait_for_worker(stack: Stack, timeout: float = 60) -> float:
+    """Seconds until worker-0 answers ping."""
+    started = time.monotonic()
+    wait_until(
+        lambda: stack.control_app.control.ping(destination=[worker_node()], timeout=1.0),
+        timeout,
+        interval=0.25,
+    )
+    return time.monotonic() - started
+
+
+def assert_clean_shutdown(supervisor: Supervisor) -> None:
+    left = supervisor.shutdown()
+    assert not left, f"processes left after supervisorctl shutdown: {sorted(left)}"
+    assert supervisor.process is not None and supervisor.process.wait(5) == 0
+
+
+def flower_get(port: str, path: str, auth: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+
+
+def received(stack: Stack, task: str) -> int:
+    """How many `task` messages worker-0 has received (Celery's `inspect stats`)."""
+    node = worker_node()
+    stats = stack.control_app.control.inspect(destination=[node], timeout=2.0).stats() or {}
+    return int(stats.get(node, {}).get("total", {}).get(task, 0))
+
+
+def test_group_runs_worker_beat_and_flower(
+    installation: Installation, supervisor: Supervisor, stack: Stack, flower_auth: str
+) -> None:
+    supervisor.wait_running(*PROGRAMS)
+    wait_for_worker(stack)
+    project = installation.project
+    uid = supervisor.uid
+    pids = {program: supervisor.info(program)["pid"] for program in PROGRAMS}
+    for program, pid in pids.items():
+        assert process_uid(pid) == uid, f"{program} runs as uid {process_uid(pid)}"
+    # exec all the way down: the PID supervisord signals runs the venv's celery, not a shell.
+    # Flower's too: its start script found .venv/bin/celery first on the conf's PATH.
+    venv_celery = f"{project.path}/.venv/bin/celery"
+    for program, pid in pids.items():
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert command[1] == venv_celery and program.split("-")[0] in command, (program, command)
+    # Secrets come from the env files, and Flower's password only reaches Flower.
+    worker_env = process_environ(pids[WORKER])
+    assert worker_env["CELERY_BROKER_URL"] == stack.namespace.broker_url
+    assert "FLOWER_BASIC_AUTH" not in worker_env
+    assert process_environ(pids["flower"])["FLOWER_BASIC_AUTH"] == flower_auth
+
+    # The conf's --concurrency (the worker_processes answer) beats the env file's empty value.
+    stats = stack.control_app.control.inspect(destination=[worker_node()], timeout=2.0).stats()
+    concurrency = stats[worker_node()]["pool"]["max-concurrency"]
+    assert concurrency == int(project.answers["worker_processes"])
+
+    out = stack.probe("samples")
+    assert out["process_document"]["worker"] == worker_node()
+    assert out["analyze_content"]["words"] == 120
+    assert out["deliver_notification"]["attempts"] == 3
+    assert out["health_check"]["status"] == "ok"
+
+    cleanup = f"{project.task_prefix}.cleanup"
+    wait_until(lambda: received(stack, cleanup) >= 2, 30, interval=0.5)
+    assert "Sending due task cleanup" in supervisor.log("beat")
+    assert any(supervisor.state_dir.glob("celerybeat-schedule*")), "no beat state"
+
+    port = project.answers["flower_port"]
+    assert wait_until(lambda: flower_get(port, "/healthcheck") == (200, "OK"), 30)
+    assert flower_get(port, "/api/workers")[0] == 401
+    assert flower_get(port, "/api/workers", flower_auth)[0] == 200
+    assert listening_addresses(int(port)) == {"127.0.0.1"}, "Flower must listen on loopback only"
+
+    assert_clean_shutdown(supervisor)
+
+
+CHUNKS, STEP_DELAY = 6, 1.0  # analyze_content then runs about 6 s
+
+
+def start_long_task(supervisor: Supervisor, stack: Stack, client: Celery) -> Any:
+    """Send analyze_content and return its result once the worker is running it."""
+    supervisor.wait_running(WORKER)
+    wait_for_worker(stack)
+    args = ["w " * CHUNKS, 1, STEP_DELAY]
+    sent = stack.probe("send", task="analyze_content", args=args)["ids"][0]
+    result = client.AsyncResult(sent)
+    wait_until(lambda: result.state == "PROGRESS", 30, interval=0.1)
+    return result
+
+
+def test_stop_lets_the_running_task_finish(supervisor: Supervisor, stack: Stack) -> None:
+    client = results_client(stack)
+    result = start_long_task(supervisor, stack, client)
+
+    stop_started = time.time()
+    done = supervisor.ctl("stop", supervisor.full_name(WORKER))
+    stop_took = time.time() - stop_started
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    assert result.get(timeout=10) == {
+        "words": CHUNKS,
+        "unique_words": 1,
+        "characters": 2 * CHUNKS,
+        "top_words": [["w", CHUNKS]],
+    }
+    assert result.state == "SUCCESS"
+    date_done = result.date_done
+    if date_done.tzinfo is None:  # Celery stores UTC
+        date_done = date_done.replace(tzinfo=timezone.utc)
+    finished = date_done.timestamp()
+    # The task finished while the stop was in progress, and the stop waited for it.
+    assert stop_started < finished <= stop_started + stop_took + 0.5, (stop_took, finished)
+    info = supervisor.info(WORKER)
+    assert (info["statename"], info["exitstatus"]) == ("STOPPED", 0), info
+    assert "SIGKILL" not in supervisor.log()
+    assert "Warm shutdown" in supervisor.log(WORKER)
+    print(
+        f"graceful stop: the {CHUNKS * STEP_DELAY:.0f} s task finished"
+        f" {finished - stop_started:.1f} s after supervisorctl stop;"
+        f" the worker had exited after {stop_took:.1f} s"
+    )
+    client.close()
+
+    assert_clean_shutdown(supervisor)
+
+
+@pytest.mark.parametrize(
+    "supervisor",
+    [{"stopasgroup=false": "stopasgroup=true"}],
+    ids=["stopasgroup=true"],
+    indirect=True,
+)
+def test_control_stopasgroup_true_kills_the_running_task(
+    supervisor: Supervisor, stack: Stack
+) -> None:
+    """Why the rendered stopasgroup=false matters: with true, the same stop kills the task."""
+    client = results_client(stack)
+    result = start_long_task(supervisor, stack, client)
+
+    stop_started = time.monotonic()
+    done = supervisor.ctl("stop", supervisor.full_name(WORKER))
+    stop_took = time.monotonic() - stop_started
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # The pool process got SIGTERM too and died at once; the task never finished.
+    assert stop_took < CHUNKS * STEP_DELAY
+    assert "exited with 'signal 15 (SIGTERM)'" in supervisor.log(WORKER)
+    assert result.state != "SUCCESS"
+    print(
+        f"stopasgroup=true: the worker exited after {stop_took:.1f} s, the task is {result.state}"
+    )
+    client.close()
+
+    assert_clean_shutdown(supervisor)
+
+
+def test_killed_worker_is_restarted_and_consumes_again(
+    supervisor: Supervisor, stack: Stack
+) -> None:
+    supervisor.wait_running(WORKER)
+    wait_for_worker(stack)
+    old_pid = supervisor.info(WORKER)["pid"]
+    pool = descendants(old_pid)
+    assert pool, "the prefork pool has no processes"
+
+    killed_at = time.monotonic()
+    os.kill(old_pid, signal.SIGKILL)
+    new_pid = wait_until(lambda: _new_pid(supervisor, old_pid), 30, interval=0.1)
+    respawned = time.monotonic() - killed_at
+    answered = wait_for_worker(stack) + respawned
+    client = results_client(stack)
+    sent = stack.probe("send", task="health_check")["ids"][0]
+    assert client.AsyncResult(sent).get(timeout=30)["worker"] == worker_node()
+    consumed = time.monotonic() - killed_at
+    client.close()
+
+    assert new_pid != old_pid and not alive(old_pid)
+    # Celery gives pool processes PR_SET_PDEATHSIG: they die with their main process.
+    wait_until(lambda: not any(alive(pid) for pid in pool), 10)
+    supervisor.wait_running(WORKER)
+    assert f"exited: {WORKER} (terminated by SIGKILL; not expected)" in supervisor.log()
+    print(
+        f"kill -9: respawned after {respawned:.2f} s, answered ping after {answered:.1f} s,"
+        f" ran a task after {consumed:.1f} s"
+    )
+
+    assert_clean_shutdown(supervisor)
+
+
+def _new_pid(supervisor: Supervisor, old_pid: int) -> int | None:
+    info = supervisor.info(WORKER)
+    pid = info["pid"]
+    return pid if pid and pid != old_pid else None

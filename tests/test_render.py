@@ -24,6 +24,7 @@ COPIER_COPY = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref"
 RUFF_RULES = "E4,E7,E9,F,W,I,B,UP,SIM,RUF"
 COMPUTED = {"reserved_top_level_names", "known_timezones", "python_keywords", "queue_names"}
 COMPUTED |= {"package_dir", "tests_dir", "celery_requirement", "deploy_dir"}
+COMPUTED |= {"service_name", "image_name", "k8s_name"}
 
 
 NEW_PROJECT_SETS = [

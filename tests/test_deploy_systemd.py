@@ -24,7 +24,7 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
-from .support.processes import wait_until
+from .support.processes import group_alive, wait_until
 from .support.redis_server import free_port
 from .support.render import Project
 from .support.stack import HOSTNAME, Stack
@@ -32,7 +32,6 @@ from .support.systemd import (
     Machine,
     ServiceProcess,
     UnitFile,
-    group_alive,
     read_environment_file,
     systemd_escape,
     tool,

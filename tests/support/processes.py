@@ -24,8 +24,10 @@ class ManagedProcess:
         cwd: Path,
         env: dict[str, str],
         log_dir: Path,
+        umask: int = -1,
     ) -> None:
         self.name = name
+        self.umask = umask  # -1: inherit, as subprocess.Popen does
         self.args = list(args)
         self.cwd = cwd
         self.env = env
@@ -43,6 +45,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=self.umask,
             )
         finally:
             log.close()
@@ -80,14 +83,14 @@ class ManagedProcess:
                 os.killpg(self.pid, signum)
             except ProcessLookupError:
                 break
-            if self.wait(wait) is not None and not _group_alive(self.pid):
+            if self.wait(wait) is not None and not group_alive(self.pid):
                 break
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)  # pool children that outlived their parent
         self.wait(5.0)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

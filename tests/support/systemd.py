@@ -19,7 +19,6 @@ read-only file system): `systemd-analyze verify` and `security` check those sett
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -219,31 +218,11 @@ class ServiceProcess(ManagedProcess):
     """A ManagedProcess started with the unit's UMask=, as systemd applies it before exec."""
 
     def __init__(self, name: str, command: ServiceCommand, log_dir: Path) -> None:
-        super().__init__(name, command.argv, cwd=command.cwd, env=command.env, log_dir=log_dir)
-        self.umask = command.umask
-
-    def start(self) -> ServiceProcess:
-        log = self.log_path.open("ab")
-        try:
-            self.popen = subprocess.Popen(
-                self.args,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                umask=self.umask,
-            )
-        finally:
-            log.close()
-        return self
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any process of the group (e.g. prefork pool children) is left."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        super().__init__(
+            name,
+            command.argv,
+            cwd=command.cwd,
+            env=command.env,
+            log_dir=log_dir,
+            umask=command.umask,
+        )

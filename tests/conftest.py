@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pytest_redis import factories
 
+from .support.faults import Figures
 from .support.redis_server import redis_server_binary
 from .support.render import Project, render
 from .support.stack import RabbitNamespaces, RedisNamespaces, Stack
@@ -85,3 +86,24 @@ def stack_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
     yield _make
     for stack in stacks:
         stack.close()
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+FIGURES = Figures(ARTIFACTS / "fault-figures.jsonl")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        FIGURES.path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def fault_figures() -> Figures:
+    """Fault tests add a row per case: tasks sent, lost, run twice, time to resume."""
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES.rows():
+        terminalreporter.write_sep("=", f"fault figures ({FIGURES.path.name})")
+        terminalreporter.write_line(FIGURES.table())

@@ -1,0 +1,105 @@
+"""Headless Chromium, driven by selenium through Debian's chromedriver, that can reach only loopback.
+
+Install on Debian/Ubuntu: `apt-get install -y chromium chromium-driver`; selenium from PyPI. When
+either is missing the browser tests skip with the reason, or fail when CCW_REQUIRE_BROWSER=1 (CI).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+REQUIRE_ENV = "CCW_REQUIRE_BROWSER"
+INSTALL_HINT = "apt-get install -y chromium chromium-driver, and pip install selenium"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",  # root in a container has no user namespace for the sandbox
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-dev-shm-usage",  # a container's /dev/shm is often 64 MiB
+    "--window-size=1280,900",
+    # Nothing but loopback: no name resolves, and any other address goes to a closed proxy port.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--proxy-server=http://127.0.0.1:1",
+)
+
+
+def browser_problem() -> str | None:
+    """Why no headless Chromium can be driven here, or None."""
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed"
+    return None
+
+
+def require_browser() -> None:
+    """Skip with the reason, or fail when CCW_REQUIRE_BROWSER=1, unless a browser is usable."""
+    problem = browser_problem()
+    if problem is None:
+        return
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{problem}, and {REQUIRE_ENV}=1 ({INSTALL_HINT})")
+    pytest.skip(f"{problem}: the browser tests need {INSTALL_HINT}")
+
+
+@contextlib.contextmanager
+def headless_chromium(user_data_dir: Path, log_path: Path) -> Iterator[Any]:
+    """A selenium WebDriver on a fresh profile; Chromium and chromedriver are gone afterwards."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(shutil.which("chromium"))
+    for flag in (*FLAGS, f"--user-data-dir={user_data_dir}"):
+        options.add_argument(flag)
+    # The driver is given: selenium never runs Selenium Manager, which would download one.
+    service = Service(str(shutil.which("chromedriver")), log_output=str(log_path))
+    driver = webdriver.Chrome(options=options, service=service)
+    assert service.process is not None
+    tree = psutil.Process(service.process.pid)
+    try:
+        driver.set_page_load_timeout(30)
+        yield driver
+    finally:
+        processes = [tree, *tree.children(recursive=True)]
+        driver.quit()
+        _gone, alive = psutil.wait_procs(processes, timeout=10)
+        for process in alive:  # a renderer that ignored quit(): no orphan either way
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+
+def send_basic_auth(driver: Any, credentials: str) -> None:
+    """Send an Authorization header with every request of the page, sub-resources and XHR included.
+
+    Credentials in the URL (http://user:password@host/) also work with Chromium 156 but end up in the
+    page's URLs and history; a DevTools header does not.
+    """
+    token = base64.b64encode(credentials.encode()).decode()
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
+    )
+
+
+def navigation_status(driver: Any) -> int:
+    """HTTP status of the page's own document (Navigation Timing's responseStatus)."""
+    return int(
+        driver.execute_script("return performance.getEntriesByType('navigation')[0].responseStatus")
+    )

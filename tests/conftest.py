@@ -17,7 +17,7 @@ from .support.redis_server import redis_server_binary
 from .support.render import Project, render
 from .support.stack import RabbitNamespaces, RedisNamespaces, Stack
 
-REDIS_DATABASES = 64
+REDIS_DATABASES = 512  # one pair per stack; the fault and deploy tests use many
 
 
 # Never the shared 6379: pytest-redis starts redis-server on a free port for this session.

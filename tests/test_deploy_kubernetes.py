@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import psutil
 import pytest
 import yaml
 
+from .support import tools
 from .support.kubernetes import (
     KUSTOMIZATION,
     LocalContainer,
@@ -104,12 +104,12 @@ def test_kustomization_lists_every_manifest(manifests: Manifests) -> None:
     assert sorted(kustomization["resources"]) == sorted(manifests.resources)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed")
+@pytest.mark.tool("kubectl")
 def test_kubectl_kustomize_builds_the_same_valid_resources(
     manifests: Manifests, tmp_path: Path
 ) -> None:
     built = subprocess.run(
-        ["kubectl", "kustomize", str(manifests.directory)],
+        [tools.executable("kubectl"), "kustomize", str(manifests.directory)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -366,6 +366,7 @@ def resumed() -> Iterator[list[ManagedProcess]]:
         process.signal_main(signal.SIGCONT)
 
 
+@pytest.mark.long
 def test_worker_and_beat_probes_live_stopped_stalled_and_without_broker(
     defaults: tuple[Project, Manifests],
     stack_factory: Callable[[Project], Stack],

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from .support import tools
 from .support.processes import wait_until
 from .support.redis_server import free_port
 from .support.render import Project
@@ -46,7 +47,6 @@ from .support.supervisord import (
     unprivileged_user,
 )
 
-SHELLCHECK = str(Path(sys.executable).with_name("shellcheck"))
 WORKER = "worker-0"
 PROGRAMS = (WORKER, "beat", "flower")
 SUPERVISORD_ONLY = ("supervisord",)  # a tuple: render_project's cache key must be hashable
@@ -109,7 +109,9 @@ def test_rendered_programs_stop_gracefully_and_hold_no_secrets(rendered: Project
 def test_start_script_passes_shellcheck_and_is_executable(rendered: Project) -> None:
     script = rendered.path / "deploy" / "supervisord" / "with-env-file"
     assert os.access(script, os.X_OK)
-    done = subprocess.run([SHELLCHECK, str(script)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [tools.executable("shellcheck"), str(script)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout
 
 

@@ -289,6 +289,8 @@ def test_worker_instance_consumes_the_queue_set_it_names(host: Host) -> None:
     probe = subprocess.run(
         [python, "-m", "acme.jobs.health", str(heartbeat), "--max-age", "30"],
         cwd=host.installation.install_dir,
+        # As the units run Python: no bytecode written into the (read-only) install directory.
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,
         text=True,
         timeout=30,

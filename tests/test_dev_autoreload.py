@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from .support import tools
 from .support.processes import ManagedProcess, wait_until
 from .support.render import RENDER_MATRIX, Project
 from .support.stack import HOSTNAME, Stack
@@ -36,7 +37,7 @@ def test_dev_worker_is_rendered_executable_for_every_project(
     script = project.path / "scripts" / "dev-worker"
     assert os.access(script, os.X_OK), f"{script} is not executable"
     done = subprocess.run(
-        [str(BIN / "shellcheck"), str(script)], capture_output=True, text=True, check=False
+        [tools.executable("shellcheck"), str(script)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout
     text = script.read_text()

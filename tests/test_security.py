@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .support.browser import headless_chromium, navigation_status, require_browser, send_basic_auth
+from .support.browser import headless_chromium, navigation_status, send_basic_auth
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port
 from .support.render import DEFAULTS, RENDER_MATRIX, TEMPLATE_ROOT, Project, render
@@ -137,10 +137,10 @@ def png_size(path: Path) -> tuple[int, int]:
     return int(width), int(height)
 
 
+@pytest.mark.tool("browser")
 def test_headless_chromium_logs_in_to_flower_and_sees_the_worker(
     flower_site: FlowerSite, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    require_browser()
     from selenium.webdriver.common.by import By
 
     site = flower_site
@@ -270,9 +270,9 @@ def test_scanner_lets_placeholders_through(line: str) -> None:
 
 
 def rendered_files(project: Project) -> Iterator[tuple[Path, str]]:
-    for path in sorted(project.path.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            yield path, path.read_text(errors="replace")
+    for relative in project.files:
+        path = project.path / relative
+        yield path, path.read_text(errors="replace")
 
 
 @pytest.mark.parametrize("name", list(RENDER_MATRIX))

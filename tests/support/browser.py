@@ -1,24 +1,21 @@
 """Headless Chromium, driven by selenium through Debian's chromedriver, that can reach only loopback.
 
-Install on Debian/Ubuntu: `apt-get install -y chromium chromium-driver`; selenium from PyPI. When
-either is missing the browser tests skip with the reason, or fail when CCW_REQUIRE_BROWSER=1 (CI).
+The browser is the optional tool "browser" of tools.py: without Debian's chromium and
+chromium-driver the browser tests skip, or fail when CCW_REQUIRE_BROWSER=1 (CI).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
-REQUIRE_ENV = "CCW_REQUIRE_BROWSER"
-INSTALL_HINT = "apt-get install -y chromium chromium-driver, and pip install selenium"
+from . import tools
+
 FLAGS = (
     "--headless",
     "--no-sandbox",  # root in a container has no user namespace for the sandbox
@@ -36,28 +33,6 @@ FLAGS = (
 )
 
 
-def browser_problem() -> str | None:
-    """Why no headless Chromium can be driven here, or None."""
-    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
-    if missing:
-        return f"{' and '.join(missing)} not installed"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed"
-    return None
-
-
-def require_browser() -> None:
-    """Skip with the reason, or fail when CCW_REQUIRE_BROWSER=1, unless a browser is usable."""
-    problem = browser_problem()
-    if problem is None:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{problem}, and {REQUIRE_ENV}=1 ({INSTALL_HINT})")
-    pytest.skip(f"{problem}: the browser tests need {INSTALL_HINT}")
-
-
 @contextlib.contextmanager
 def headless_chromium(user_data_dir: Path, log_path: Path) -> Iterator[Any]:
     """A selenium WebDriver on a fresh profile; Chromium and chromedriver are gone afterwards."""
@@ -65,11 +40,12 @@ def headless_chromium(user_data_dir: Path, log_path: Path) -> Iterator[Any]:
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = str(shutil.which("chromium"))
+    paths = tools.require("browser")
+    options.binary_location = paths["chromium"]
     for flag in (*FLAGS, f"--user-data-dir={user_data_dir}"):
         options.add_argument(flag)
     # The driver is given: selenium never runs Selenium Manager, which would download one.
-    service = Service(str(shutil.which("chromedriver")), log_output=str(log_path))
+    service = Service(paths["chromedriver"], log_output=str(log_path))
     driver = webdriver.Chrome(options=options, service=service)
     assert service.process is not None
     tree = psutil.Process(service.process.pid)

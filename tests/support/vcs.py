@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Template Tests",
@@ -45,3 +48,82 @@ def template_repository(snapshot: Path, destination: Path, tag: str, home: Path)
 def commit_all(repository: Path, message: str, home: Path) -> None:
     git_ok(repository, "add", "-A", home=home)
     git_ok(repository, "commit", "-q", "--allow-empty", "-m", message, home=home)
+
+
+class Workspace:
+    """A template repository with releases made by the test, and projects generated from it.
+
+    copier runs as the CLI a user types, with git isolated from the developer's configuration.
+    """
+
+    COPIER = str(Path(sys.executable).with_name("copier"))
+
+    def __init__(self, snapshot: Path, root: Path, history: Path | None = None) -> None:
+        """A new repository of `snapshot` tagged v1.0.0; with `history`, a clone of that
+        repository (its tags included) with `snapshot` committed on top instead."""
+        self.root = root
+        self.home = root / "home"
+        self.home.mkdir()
+        if history is None:
+            self.template = template_repository(snapshot, root / "template", "v1.0.0", self.home)
+            return
+        self.template = root / "template"
+        git_ok(root, "clone", "-q", "--no-local", str(history), "template", home=self.home)
+        for entry in self.template.iterdir():
+            if entry.name != ".git":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        shutil.copytree(snapshot, self.template, dirs_exist_ok=True)
+        commit_all(self.template, "the working tree", home=self.home)
+
+    def git(self, repository: Path, *args: str) -> str:
+        return git_ok(repository, *args, home=self.home)
+
+    def release(self, tag: str, edits: dict[str, tuple[str, str]]) -> None:
+        """Edit template files (path: (old text, new text), each replaced exactly once), commit, tag."""
+        for relative, (old, new) in edits.items():
+            path = self.template / relative
+            text = path.read_text()
+            assert text.count(old) == 1, f"{relative}: {old!r} found {text.count(old)} times"
+            path.write_text(text.replace(old, new))
+        commit_all(self.template, f"template {tag}", home=self.home)
+        self.git(self.template, "tag", tag)
+
+    def copier(self, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.COPIER, *args],
+            cwd=cwd,
+            env=git_env(self.home),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def generate(self, name: str, *data: str, ref: str | None = None) -> Path:
+        """`copier copy` into a new git repository, committed; `data` as KEY=VALUE strings."""
+        project = self.root / name
+        args = ["copy", "--trust", "--defaults", *(f"--data={item}" for item in data)]
+        args += ["--vcs-ref", ref] if ref else []
+        done = self.copier(self.root, *args, str(self.template), str(project))
+        assert done.returncode == 0, done.stdout + done.stderr
+        self.git(project, "init", "-q", "-b", "main")
+        commit_all(project, "generated", home=self.home)
+        return project
+
+    def fresh_copy_of(self, project: Path, name: str) -> Path:
+        """A new copy with the answers `project` records now (what an update must converge to)."""
+        recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+        answers = self.root / f"{name}-answers.yml"
+        answers.write_text(yaml.safe_dump({k: v for k, v in recorded.items() if k[0] != "_"}))
+        fresh = self.root / name
+        args = ["copy", "--trust", "--defaults", "--data-file", str(answers)]
+        done = self.copier(self.root, *args, str(self.template), str(fresh))
+        assert done.returncode == 0, done.stdout + done.stderr
+        return fresh
+
+    def update(self, project: Path, *data: str) -> subprocess.CompletedProcess[str]:
+        args = ["update", "--trust", "--defaults", *(f"--data={item}" for item in data)]
+        return self.copier(project, *args)
+
+    def status(self, project: Path) -> list[str]:
+        """`git status --porcelain` lines, untracked files listed one by one."""
+        return self.git(project, "status", "--porcelain", "--untracked-files=all").splitlines()

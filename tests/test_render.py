@@ -54,7 +54,8 @@ def test_no_template_syntax_is_left(project: Project) -> None:
     assert project.files
     for relative in project.files:
         assert "{{" not in relative and not relative.endswith(".jinja"), relative
-        text = (project.path / relative).read_text()
+        # GitHub Actions expressions, ${{ ... }}, are the workflow's own syntax.
+        text = (project.path / relative).read_text().replace("${{", "$")
         for marker in ("{{", "{%", "{#"):
             assert marker not in text, f"{relative} contains {marker!r}"
 

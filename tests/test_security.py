@@ -179,9 +179,11 @@ def test_headless_chromium_logs_in_to_flower_and_sees_the_worker(
 
 # -- What the renders ship -------------------------------------------------------------------------
 # A credential's value may only be a placeholder, a required variable (${NAME:?...}), a command that
-# generates one ($(openssl rand ...)) or empty.
+# generates one ($(openssl rand ...)), a GitHub Actions expression (${{ github.token }}: the runner
+# supplies it) or empty.
 PLACEHOLDER = re.compile(
-    r"""(?x) ^ (?: | <[^>]*> | user | USER | password | PASSWORD | pass | \$\{\w+:\?.* | .*\$\(.* ) $"""
+    r"""(?x) ^ (?: | <[^>]*> | user | USER | password | PASSWORD | pass | \$\{\w+:\?.* | .*\$\(.*
+    | \$\{\{\s*(?:github\.token|secrets\.\w+)\s*\}?\}? ) $"""
 )
 REQUIRED_VARIABLE = re.compile(r"\$\{\w+:\?")
 CREDENTIALS_IN_URL = re.compile(
@@ -262,6 +264,8 @@ def test_scanner_catches_a_shipped_password(line: str) -> None:
         '#   echo "FLOWER_BASIC_AUTH=ops:$(openssl rand -hex 16)" >> .env',
         "  CELERY_BROKER_URL: amqp://celery:${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD}@broker:5672//",
         "      RABBITMQ_DEFAULT_PASS: ${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD in .env}",
+        "          GH_TOKEN: ${{ github.token }}",
+        "          GH_TOKEN: ${{ secrets.UPDATE_TOKEN }}",
     ],
 )
 def test_scanner_lets_placeholders_through(line: str) -> None:

@@ -7,17 +7,23 @@ would. The last test updates from every tag of this repository to the working tr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
-from .support.render import TEMPLATE_ROOT
+from .support import tools
+from .support.render import TEMPLATE_ROOT, Project
 from .support.vcs import Workspace, commit_all, git_env
 
 pytestmark = pytest.mark.timeout(240)
+
+BIN = Path(sys.executable).parent
 
 TASKS = "template/{{ package_dir }}/tasks.py.jinja"
 ENV_EXAMPLE = "template/.env.example.jinja"
@@ -228,3 +234,106 @@ def test_update_of_a_project_full_of_bytecode_carries_none_and_stays_clean(
     workspace.git(project, "add", "-A")
     tracked = workspace.git(project, "ls-files").splitlines()
     assert [f for f in tracked if "__pycache__" in f or f.endswith((".pyc", ".pyo"))] == []
+
+
+# -- the opt-in scheduled update: .github/workflows/template-update.yml + scripts/template-update-pr
+
+
+FAKE_GH = """#!/usr/bin/env bash
+# Stands in for the GitHub CLI: records its arguments, one JSON list per call; no PR exists yet.
+python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> "$GH_CALLS"
+[ "$1 $2" = "pr view" ] && exit 1
+exit 0
+"""
+
+
+def test_update_workflow_is_a_valid_github_workflow_whose_shell_passes_shellcheck(
+    render_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    project = render_project(update_workflow=True)
+    workflow = project.path / ".github" / "workflows" / "template-update.yml"
+    schema = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows"]
+    done = subprocess.run([*schema, str(workflow)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = yaml.safe_load(workflow.read_text())["jobs"]["update"]["steps"]
+    scripts = [step["run"] for step in steps if "run" in step]
+    assert scripts[-1].strip().endswith("scripts/template-update-pr")
+    shellcheck = tools.executable("shellcheck")
+    for number, script in enumerate(scripts):
+        path = tmp_path / f"step{number}.sh"
+        path.write_text("#!/usr/bin/env bash\nset -e\n" + script)  # how GitHub runs `run:`
+        checked = subprocess.run([shellcheck, str(path)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout
+    script = project.path / "scripts" / "template-update-pr"
+    assert os.access(script, os.X_OK)
+    checked = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+    assert not (render_project().path / ".github").exists(), "the workflow is opt-in"
+
+
+@pytest.fixture
+def pull_request_setup(workspace: Workspace, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A project with the workflow, pushed to a bare `origin`; the environment of the workflow's
+    step with a fake `gh` first on PATH."""
+    project = workspace.generate("project", "update_workflow=true")
+    origin = tmp_path / "origin.git"
+    workspace.git(tmp_path, "init", "-q", "--bare", str(origin))
+    workspace.git(project, "remote", "add", "origin", str(origin))
+    workspace.git(project, "push", "-q", "origin", "main")
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "gh").write_text(FAKE_GH)
+    (fake / "gh").chmod(0o755)
+    env = git_env(workspace.home)
+    env["PATH"] = os.pathsep.join([str(fake), str(BIN), env["PATH"]])
+    env["GH_CALLS"] = str(tmp_path / "gh-calls.jsonl")
+    return project, env
+
+
+def run_update_pr(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["scripts/template-update-pr"], cwd=project, env=env, capture_output=True, text=True
+    )
+
+
+def gh_calls(env: dict[str, str]) -> list[list[str]]:
+    path = Path(env["GH_CALLS"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_update_pr_script_pushes_a_branch_and_opens_a_pull_request(
+    workspace: Workspace, pull_request_setup: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    project, env = pull_request_setup
+    nothing = run_update_pr(project, env)
+    assert nothing.returncode == 0, nothing.stdout + nothing.stderr
+    assert "nothing to do" in nothing.stdout and gh_calls(env) == []
+
+    workspace.release("v1.1.0", {TASKS: (TASKS_DOCSTRING, '"""Sample tasks (v1.1.0)')})
+    done = run_update_pr(project, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    origin = tmp_path / "origin.git"
+    subject = workspace.git(origin, "log", "-1", "--format=%s", "template-update").strip()
+    assert subject == "Update from the template: v1.0.0 -> v1.1.0"
+    changed = workspace.git(origin, "diff", "--name-only", "main", "template-update").split()
+    assert sorted(changed) == [".copier-answers.yml", "utils/workers/tasks.py"]
+    create = gh_calls(env)[-1]
+    assert create[:2] == ["pr", "create"]
+    assert create[create.index("--head") + 1] == "template-update"
+    assert create[create.index("--base") + 1] == "main"
+    assert "(conflicts)" not in create[create.index("--title") + 1]
+
+
+def test_update_pr_script_marks_conflicts_in_the_pull_request(
+    workspace: Workspace, pull_request_setup: tuple[Path, dict[str, str]]
+) -> None:
+    project, env = pull_request_setup
+    edit(project / ".env.example", ENV_LIMIT, "CELERY_TASK_TIME_LIMIT=600")
+    commit_all(project, "user edit", home=workspace.home)
+    workspace.release("v1.1.0", {ENV_EXAMPLE: (ENV_LIMIT, "CELERY_TASK_TIME_LIMIT=900")})
+    done = run_update_pr(project, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    create = gh_calls(env)[-1]
+    assert create[create.index("--title") + 1].endswith("(conflicts)")
+    body = create[create.index("--body") + 1]
+    assert "Conflicts to resolve" in body and "- `.env.example`" in body

@@ -43,6 +43,7 @@ RENDER_MATRIX: dict[str, dict[str, Any]] = {
     "no-deploy": {"deploy_targets": []},
     "docker-only": {"deploy_targets": ["docker"]},
     "existing-repo-systemd": {"new_project": False, "deploy_targets": ["systemd"]},
+    "update-workflow": {"update_workflow": True},
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def git_lines(*args: str) -> list[str]:
@@ -18,12 +19,26 @@ def git_lines(*args: str) -> list[str]:
     return done.stdout.splitlines()
 
 
+def has_markers(path: Path) -> bool:
+    """A whole set of conflict markers (a merge that git's index does not record as one)."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any(line.startswith("<<<<<<< ") for line in lines) and any(
+        line.startswith(">>>>>>> ") for line in lines
+    )
+
+
 def conflicts() -> tuple[list[str], list[str]]:
-    """Files with unresolved merges (unmerged index entries), and leftover .rej files."""
-    unmerged = sorted({line.split("\t", 1)[1] for line in git_lines("ls-files", "--unmerged")})
+    """Files with unresolved merges (unmerged index entries, or markers in a changed file), and
+    leftover .rej files."""
+    unmerged = {line.split("\t", 1)[1] for line in git_lines("ls-files", "--unmerged")}
     status = git_lines("status", "--porcelain", "--ignored", "--untracked-files=all")
+    changed = [line[3:] for line in status if not line.startswith("!! ")]
+    unmerged |= {path for path in changed if has_markers(Path(path))}
     rejected = sorted(line[3:] for line in status if line[3:].endswith(".rej"))
-    return unmerged, rejected
+    return sorted(unmerged), rejected
 
 
 def main() -> int:

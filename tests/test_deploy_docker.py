@@ -72,7 +72,7 @@ def docker_project(
 
 def dotenv_for(project: Project, **extra: str) -> dict[str, str]:
     """The `.env` a user writes: .env.example copied, plus the secrets compose.yaml asks for."""
-    values = read_dotenv((project.path / ".env.example").read_text())
+    values = read_dotenv(project.env_example.read_text())
     values["FLOWER_BASIC_AUTH"] = f"ops:{secrets.token_hex(12)}"
     if project.broker == "rabbitmq":
         values["RABBITMQ_PASSWORD"] = secrets.token_hex(12)
@@ -129,7 +129,7 @@ def http_status(url: str, auth: str | None = None) -> int:
 
 # -- the field's validators ----------------------------------------------------------------------
 def test_hadolint_reports_nothing_at_warning_level(docker_project: Project) -> None:
-    dockerfile = str(docker_project.path / "Dockerfile")
+    dockerfile = str(docker_project.dockerfile)
     done = subprocess.run(
         [
             tools.executable("hadolint"),
@@ -153,9 +153,7 @@ def test_hadolint_reports_nothing_at_warning_level(docker_project: Project) -> N
 def test_compose_files_validate_against_the_compose_spec(
     render_project: Callable[..., Project],
 ) -> None:
-    files = [
-        str(render_project(**answers).path / "compose.yaml") for answers in SCHEMA_SETS.values()
-    ]
+    files = [str(render_project(**answers).compose_file) for answers in SCHEMA_SETS.values()]
     args = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *files]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -165,12 +163,12 @@ def test_compose_files_validate_against_the_compose_spec(
 # -- what the files say ----------------------------------------------------------------------------
 def test_image_runs_celery_unprivileged_in_exec_form(docker_project: Project) -> None:
     project = docker_project
-    compose = ComposeProject(project.path, dotenv_for(project))
+    compose = ComposeProject(project, dotenv_for(project))
     image = compose.image
     python_version = project.answers.get("python_version", "3.10")
     assert len(image.stages) >= 2, "a builder stage and a runtime stage"
     assert image.stages[-1] == f"python:{python_version}-slim"
-    text = (project.path / "Dockerfile").read_text()
+    text = project.dockerfile.read_text()
     if project.answers["new_project"]:
         assert '"/src[flower]"' in text  # the project itself, with its flower extra
     else:
@@ -188,13 +186,13 @@ def test_image_runs_celery_unprivileged_in_exec_form(docker_project: Project) ->
 
 def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Project) -> None:
     project = docker_project
-    compose = ComposeProject(project.path, dotenv_for(project))
+    compose = ComposeProject(project, dotenv_for(project))
     services = compose.services
     assert set(services) >= {"broker", "worker", "beat", "flower"}
     # One image for the three Celery services, under the name the Dockerfile's build line uses.
     image = services["worker"]["image"]
     assert services["beat"]["image"] == services["flower"]["image"] == image
-    assert f"docker build -t {image} ." in (project.path / "Dockerfile").read_text()
+    assert f"docker build -t {image} " in project.dockerfile.read_text()
     assert services["beat"]["deploy"]["replicas"] == 1
     assert services["worker"]["deploy"]["replicas"] >= 1
     for name in ("worker", "beat", "flower"):
@@ -208,9 +206,7 @@ def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Pr
         assert broker["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
 
     # Warm shutdown must outlast the longest task, or docker stop kills it mid-run.
-    time_limit = int(
-        read_dotenv((project.path / ".env.example").read_text())["CELERY_TASK_TIME_LIMIT"]
-    )
+    time_limit = int(read_dotenv(project.env_example.read_text())["CELERY_TASK_TIME_LIMIT"])
     grace = services["worker"]["stop_grace_period"]
     assert grace.endswith("s") and int(grace[:-1]) >= time_limit, grace
 
@@ -223,15 +219,15 @@ def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Pr
 
 def test_no_secret_in_the_image_or_the_files(docker_project: Project) -> None:
     project = docker_project
-    compose = ComposeProject(project.path, dotenv_for(project))
+    compose = ComposeProject(project, dotenv_for(project))
     for keyword, rest in compose.image.instructions:
         if keyword in ("COPY", "ADD"):
             assert ".env" not in rest, f"{keyword} {rest}"
-    ignored = (project.path / ".dockerignore").read_text().splitlines()
+    ignored = project.dockerignore.read_text().splitlines()
     assert ".env" in ignored and ".env.*" in ignored and ".git" in ignored
 
     # Every secret is required from the environment: ${NAME:?message}, never a literal or a default.
-    raw_text = (project.path / "compose.yaml").read_text()
+    raw_text = project.compose_file.read_text()
     for reference in re.findall(r"\$\{\w*(?:PASS|AUTH|SECRET|TOKEN)\w*[^}]*\}", raw_text):
         assert REQUIRED_VARIABLE.fullmatch(reference), reference
     for name, service in compose.raw["services"].items():
@@ -241,14 +237,14 @@ def test_no_secret_in_the_image_or_the_files(docker_project: Project) -> None:
             password = re.match(r"\w+://[^:/@]+:([^@]*)@", str(value))
             if password:
                 assert REQUIRED_VARIABLE.fullmatch(password[1]), f"{name}: {key}={value}"
-    for text in (raw_text, (project.path / "Dockerfile").read_text()):
+    for text in (raw_text, project.dockerfile.read_text()):
         assert "guest:guest" not in text and "basic-auth=" not in text and "basic_auth=" not in text
 
     # Compose refuses to start without the secrets (its ${NAME:?} rule).
     without = dotenv_for(project)
     del without["FLOWER_BASIC_AUTH"]
     with pytest.raises(InterpolationError, match="FLOWER_BASIC_AUTH"):
-        ComposeProject(project.path, without)
+        ComposeProject(project, without)
 
 
 # -- the services, run ------------------------------------------------------------------------------
@@ -258,7 +254,7 @@ def redis_broker_service(
 ) -> Iterator[tuple[dict[str, Any], int]]:
     """The compose file's broker service command, run by this machine's server on a free port."""
     project = render_project(**DEFAULTS)
-    broker = ComposeProject(project.path, dotenv_for(project)).services["broker"]
+    broker = ComposeProject(project, dotenv_for(project)).services["broker"]
     assert broker["command"][0] == "redis-server"
     # The container's port and data volume, mapped to a free local port and a test directory.
     port = free_port()
@@ -312,7 +308,7 @@ def test_rabbitmq_broker_healthcheck_answers_for_a_running_server(
     render_project: Callable[..., Project], rabbit_namespaces: Any
 ) -> None:
     project = render_project(**RABBITMQ)
-    compose = ComposeProject(project.path, dotenv_for(project))
+    compose = ComposeProject(project, dotenv_for(project))
     test = compose.services["broker"]["healthcheck"]["test"]
     done = subprocess.run(test[1:], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -326,7 +322,7 @@ def test_worker_and_beat_services_run_and_the_healthcheck_follows_the_worker(
     stack = stack_factory(project)
     # The .env a user copies from .env.example: its localhost URLs and empty heartbeat paths must
     # lose to compose's `environment:`. The 1 s cleanup interval lets beat be seen working.
-    compose = ComposeProject(project.path, dotenv_for(project, CELERY_BEAT_CLEANUP_INTERVAL="1"))
+    compose = ComposeProject(project, dotenv_for(project, CELERY_BEAT_CLEANUP_INTERVAL="1"))
     mounts = mounts_for(project, tmp_path)
 
     worker_container = compose.localize("worker", stack.namespace, mounts, {})
@@ -379,7 +375,7 @@ def test_flower_service_answers_its_healthcheck_and_requires_credentials(
     project = docker_project
     stack = stack_factory(project)
     dotenv = dotenv_for(project)
-    compose = ComposeProject(project.path, dotenv)
+    compose = ComposeProject(project, dotenv)
     port = int(project.answers["flower_port"])
     local_port = free_port()
     container = compose.localize(

@@ -164,15 +164,20 @@ def test_image_is_the_one_the_dockerfile_builds(manifests: Manifests) -> None:
     assert tag == "latest"
     kustomization = (manifests.directory / KUSTOMIZATION).read_text()
     assert f"#   - name: {name}\n" in kustomization  # the images: example renames this one
-    dockerfile = manifests.directory.parents[1] / "Dockerfile"
-    if dockerfile.exists():
-        assert f"docker build -t {name} ." in dockerfile.read_text()
+    root = manifests.directory.parents[1]
+    for dockerfile in (root / "Dockerfile", root / "Dockerfile.workers"):
+        if dockerfile.exists():
+            assert f"docker build -t {name} " in dockerfile.read_text()
 
 
 def test_configmap_holds_known_settings_and_no_secret(manifests: Manifests) -> None:
     [configmap] = manifests.of_kind("ConfigMap")
     data = configmap["data"]
-    example = (manifests.directory.parents[1] / ".env.example").read_text()
+    root = manifests.directory.parents[1]
+    [example_file] = [
+        root / n for n in (".env.example", ".env.workers.example") if (root / n).exists()
+    ]
+    example = example_file.read_text()
     documented = set(re.findall(r"^(CELERY_[A-Z_]+)=", example, re.MULTILINE))
     assert set(data) <= documented, set(data) - documented
     assert data["CELERY_WORKER_CONCURRENCY"] == str(manifests.answers["worker_processes"])

@@ -150,7 +150,7 @@ def test_start_script_exports_env_files_and_execs(
 
 
 def _env_example(project: Project) -> dict[str, str]:
-    lines = (project.path / ".env.example").read_text().splitlines()
+    lines = project.env_example.read_text().splitlines()
     pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
     return {key: value for key, _, value in pairs}
 
@@ -211,7 +211,7 @@ def supervisor(
         "CELERY_BEAT_CLEANUP_INTERVAL": "1",  # beat sends cleanup every second
     }
     celery_env = []
-    for line in (installation.project.path / ".env.example").read_text().splitlines():
+    for line in installation.project.env_example.read_text().splitlines():
         key = line.partition("=")[0]
         celery_env.append(f"{key}={changes[key]}" if key in changes else line)
     supervisor = Supervisor(installation, run_dir)

@@ -89,7 +89,9 @@ def test_layout_follows_the_answers(project: Project) -> None:
     parts = project.package_path.split(".")
     for depth in range(1, len(parts)):
         assert project.path.joinpath(*parts[:depth], "__init__.py").is_file()
-    assert (project.path / ".env.example").is_file()
+    assert project.env_example.is_file()
+    if not project.new_project:  # never a name that the user's own files may have
+        assert not (project.path / ".env.example").exists()
     for name in ("pyproject.toml", "README.md", ".gitignore"):
         assert (project.path / name).exists() == answers["new_project"], name
     assert not COMPUTED & answers.keys(), "computed values must not be stored"
@@ -101,7 +103,7 @@ def test_deployment_files_follow_the_targets(project: Project) -> None:
     deploy = project.path / "deploy"
     for target in ("supervisord", "systemd", "kubernetes"):
         assert (deploy / target).is_dir() == (target in targets), target
-    assert (project.path / "Dockerfile").exists() == ("docker" in targets)
+    assert project.dockerfile.exists() == ("docker" in targets)
     empty = [p for p in project.path.rglob("*") if p.is_dir() and not any(p.iterdir())]
     assert not empty, f"empty directories: {empty}"
 
@@ -237,28 +239,53 @@ def test_cli_rejects_bad_answer_with_the_validator_message(tmp_path: Path) -> No
     assert not dst.exists()
 
 
+# An existing repository's own files, named as ours would be in a new project.
+USER_FILES = {
+    "pyproject.toml": '[project]\nname = "app"\n',
+    "README.md": "# My app\n",
+    ".gitignore": "node_modules/\n",
+    ".env.example": "DATABASE_URL=postgres://localhost/app\n",
+    "Dockerfile": 'FROM python:3.12-slim\nCMD ["python", "-m", "app"]\n',
+    ".dockerignore": "node_modules\n",
+    "compose.yaml": "services:\n  web:\n    build: .\n",
+    "utils/__init__.py": '"""My utilities."""\n',
+    "tests/conftest.py": "# my fixtures\n",
+    ".github/workflows/ci.yml": "name: CI\non: push\n",
+}
+
+
+def write_user_files(root: Path) -> None:
+    for name, text in USER_FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
 def test_existing_repository_keeps_its_files(tmp_path: Path) -> None:
+    """Every file of the repository stays byte-identical, nothing asks to overwrite (stdin is
+    closed and --overwrite is not given), ours get names of their own, and our tests pass."""
     dst = tmp_path / "app"
-    mine = {
-        "pyproject.toml": '[project]\nname = "app"\n',
-        "README.md": "# My app\n",
-        ".gitignore": "node_modules/\n",
-        "utils/__init__.py": '"""My utilities."""\n',
-        "tests/conftest.py": "# my fixtures\n",
-    }
-    for name, text in mine.items():
-        (dst / name).parent.mkdir(parents=True, exist_ok=True)
-        (dst / name).write_text(text)
-    done = run(
-        [*COPIER_COPY, "--data", "new_project=false", str(TEMPLATE_ROOT), str(dst)],
-        tmp_path,
+    write_user_files(dst)
+    data = ["new_project=false", 'deploy_targets=["docker", "systemd"]', "update_workflow=true"]
+    args = [*COPIER_COPY, *(f"--data={item}" for item in data), str(TEMPLATE_ROOT), str(dst)]
+    done = subprocess.run(
+        args, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    for name, text in mine.items():
+    for name, text in USER_FILES.items():
         assert (dst / name).read_text() == text, f"{name} was changed"
+    for ours in (".env.workers.example", "Dockerfile.workers", "compose.workers.yaml"):
+        assert (dst / ours).is_file(), ours
+    assert (dst / "Dockerfile.workers.dockerignore").is_file()
+    assert (dst / ".github" / "workflows" / "template-update.yml").is_file()
     assert (dst / "utils" / "workers" / "celery_app.py").is_file()
-    assert (dst / "tests" / "utils_workers" / "test_tasks.py").is_file()
     output = done.stdout + done.stderr
     assert "celery[redis]>=5.7" in output and "kombu>=5.7" in output
-    assert "your pyproject.toml and README are untouched" in output
+    assert "none of your files was changed" in output
+    assert "cp .env.workers.example .env" in output
     assert '".env" to your .gitignore' in output
+    suite = run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/utils_workers"],
+        dst,
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+    )
+    assert suite.returncode == 0, suite.stdout[-3000:]

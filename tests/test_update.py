@@ -20,6 +20,7 @@ import yaml
 from .support import tools
 from .support.render import TEMPLATE_ROOT, Project
 from .support.vcs import Workspace, commit_all, git_env
+from .test_render import USER_FILES, write_user_files
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -337,3 +338,90 @@ def test_update_pr_script_marks_conflicts_in_the_pull_request(
     assert create[create.index("--title") + 1].endswith("(conflicts)")
     body = create[create.index("--body") + 1]
     assert "Conflicts to resolve" in body and "- `.env.example`" in body
+
+
+# -- 1.1.0: root files of existing repositories get names of their own (hooks/migrate_root_names.py)
+
+EXISTING_WITH_DOCKER = ["new_project=false", 'deploy_targets=["docker"]']
+USER_LABEL = 'LABEL org.opencontainers.image.vendor="Acme"  # added by the user\n'
+USER_COMPOSE = "services:\n  web:\n    build: .\n"
+
+
+def test_migration_to_1_1_0_renames_root_files_and_keeps_edits_and_the_users_own(
+    template_snapshot: Path, tmp_path: Path
+) -> None:
+    """From the real v1.0.0 tag to the working tree released as v1.1.0, in an existing repository:
+    an untouched generated file moves, an edited one moves with its edits, and a file of the
+    user's own (copier 1.0.0 overwrote it; the user restored it) stays as it is."""
+    workspace = Workspace(template_snapshot, tmp_path, history=TEMPLATE_ROOT, tag="v1.1.0")
+    project = workspace.generate("project", *EXISTING_WITH_DOCKER, ref="v1.0.0")
+    assert (project / ".env.example").is_file() and (project / "compose.yaml").is_file()
+    with (project / "Dockerfile").open("a") as dockerfile:
+        dockerfile.write(USER_LABEL)
+    (project / "compose.yaml").write_text(USER_COMPOSE)
+    commit_all(project, "user edits, and our own compose.yaml back", home=workspace.home)
+
+    done = workspace.update(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert CONFLICT_BANNER not in done.stderr
+    said = done.stdout + done.stderr
+    assert "kept your own compose.yaml; ours is now compose.workers.yaml" in said
+    assert "moved your edits of Dockerfile to Dockerfile.workers" in said
+    assert ".env.example is now .env.workers.example" in said
+    fresh = workspace.fresh_copy_of(project, "fresh")
+    for gone in (".env.example", "Dockerfile", ".dockerignore"):
+        assert not (project / gone).exists(), gone
+    assert (project / "compose.yaml").read_text() == USER_COMPOSE
+    for same in (".env.workers.example", "compose.workers.yaml", "Dockerfile.workers.dockerignore"):
+        assert (project / same).read_bytes() == (fresh / same).read_bytes(), same
+    expected = (fresh / "Dockerfile.workers").read_text() + USER_LABEL
+    assert (project / "Dockerfile.workers").read_text() == expected
+    suite = run_project_tests(project, "tests/utils_workers")
+    assert suite.returncode == 0, suite.stdout[-3000:]
+
+    commit_all(project, "update to 1.1.0", home=workspace.home)
+    again = workspace.update(project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert workspace.status(project) == []
+
+
+def test_existing_repository_files_stay_byte_identical_across_an_update(
+    workspace: Workspace,
+) -> None:
+    project = workspace.root / "app"
+    write_user_files(project)
+    workspace.git(project, "init", "-q", "-b", "main")
+    commit_all(project, "the user's repository", home=workspace.home)
+    data = [*EXISTING_WITH_DOCKER[:1], 'deploy_targets=["docker", "systemd"]']
+    args = ["copy", "--trust", "--defaults", *(f"--data={item}" for item in data)]
+    done = workspace.copier(workspace.root, *args, str(workspace.template), str(project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    commit_all(project, "add the workers", home=workspace.home)
+
+    workspace.release("v1.1.0", {TASKS: (TASKS_DOCSTRING, '"""Sample tasks (v1.1.0)')})
+    done = workspace.update(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name, text in USER_FILES.items():
+        assert (project / name).read_text() == text, f"{name} was changed"
+    assert sorted(line[3:] for line in workspace.status(project)) == [
+        ".copier-answers.yml",
+        "utils/workers/tasks.py",
+    ]
+
+
+def test_check_update_names_markers_that_git_does_not_record_as_a_conflict(
+    workspace: Workspace,
+) -> None:
+    """A migration's own merge leaves markers without unmerged index entries: still reported."""
+    project = workspace.generate("project")
+    with (project / "compose.yaml").open("a") as compose:
+        compose.write("<<<<<<< yours\n# a\n=======\n# b\n>>>>>>> new\n")
+    check = subprocess.run(
+        [sys.executable, str(TEMPLATE_ROOT / "hooks" / "check_update.py")],
+        cwd=project,
+        env=git_env(workspace.home),
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 1
+    assert "conflict markers: compose.yaml" in check.stderr

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .render import Project
 from .stack import Namespace
 
 # The base image's PATH, which the Dockerfile's `ENV PATH=/opt/venv/bin:$PATH` extends. Locally the
@@ -168,10 +169,10 @@ class LocalContainer:
 class ComposeProject:
     """compose.yaml, Dockerfile and a `.env` of a rendered project."""
 
-    def __init__(self, project_dir: Path, dotenv: dict[str, str]) -> None:
-        self.project_dir = project_dir
-        self.image = parse_dockerfile((project_dir / "Dockerfile").read_text())
-        self.raw = yaml.safe_load((project_dir / "compose.yaml").read_text())
+    def __init__(self, project: Project, dotenv: dict[str, str]) -> None:
+        self.project_dir = project.path
+        self.image = parse_dockerfile(project.dockerfile.read_text())
+        self.raw = yaml.safe_load(project.compose_file.read_text())
         self.dotenv = dotenv
         self.compose = interpolate(self.raw, dotenv)
         self.services: dict[str, Any] = self.compose["services"]

@@ -75,6 +75,29 @@ class Project:
     def task_prefix(self) -> str:
         return f"{self.package_path}.tasks"
 
+    # The root files' names: their own in an existing repository (copier.yml's computed names).
+    @property
+    def env_example(self) -> Path:
+        return self.path / (".env.example" if self.new_project else ".env.workers.example")
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.path / ("Dockerfile" if self.new_project else "Dockerfile.workers")
+
+    @property
+    def dockerignore(self) -> Path:
+        return self.path / (
+            ".dockerignore" if self.new_project else "Dockerfile.workers.dockerignore"
+        )
+
+    @property
+    def compose_file(self) -> Path:
+        return self.path / ("compose.yaml" if self.new_project else "compose.workers.yaml")
+
+    @property
+    def new_project(self) -> bool:
+        return bool(self.answers["new_project"])
+
 
 def render(
     dst: Path, answers: Mapping[str, Any], src: Path = TEMPLATE_ROOT, **options: Any

@@ -58,9 +58,11 @@ class Workspace:
 
     COPIER = str(Path(sys.executable).with_name("copier"))
 
-    def __init__(self, snapshot: Path, root: Path, history: Path | None = None) -> None:
+    def __init__(
+        self, snapshot: Path, root: Path, history: Path | None = None, tag: str | None = None
+    ) -> None:
         """A new repository of `snapshot` tagged v1.0.0; with `history`, a clone of that
-        repository (its tags included) with `snapshot` committed on top instead."""
+        repository (its tags included) with `snapshot` committed on top instead, tagged `tag`."""
         self.root = root
         self.home = root / "home"
         self.home.mkdir()
@@ -74,6 +76,8 @@ class Workspace:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         shutil.copytree(snapshot, self.template, dirs_exist_ok=True)
         commit_all(self.template, "the working tree", home=self.home)
+        if tag:
+            self.git(self.template, "tag", tag)
 
     def git(self, repository: Path, *args: str) -> str:
         return git_ok(repository, *args, home=self.home)

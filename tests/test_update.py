@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(240)
 BIN = Path(sys.executable).parent
 
 TASKS = "template/{{ package_dir }}/tasks.py.jinja"
-ENV_EXAMPLE = "template/.env.example.jinja"
+ENV_EXAMPLE = "template/{{ env_example }}.jinja"
 # Lines of the generated files that the template releases and the users below both edit.
 TASKS_DOCSTRING = '"""Sample tasks'
 ENV_LIMIT = "CELERY_TASK_TIME_LIMIT=300"

@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .support.render import RENDER_MATRIX, TEMPLATE_ROOT, Project, render
+from .support.render import RENDER_MATRIX, TEMPLATE_ROOT, Project, RenderCache, render
 
 BIN = Path(sys.executable).parent
 COPIER_COPY = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref", "HEAD"]
@@ -120,7 +120,7 @@ def test_dependencies_match_broker_and_backend(new_project: Project) -> None:
         assert tool in dev
 
 
-def test_ruff_and_mypy_pass(project: Project, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_ruff_and_mypy_pass(project: Project, render_cache: RenderCache) -> None:
     top = project.package_path.split(".")[0]
     if project.answers["new_project"]:
         checks = [[str(BIN / "ruff"), "check", "."], [str(BIN / "ruff"), "format", "--check", "."]]
@@ -132,8 +132,9 @@ def test_ruff_and_mypy_pass(project: Project, tmp_path_factory: pytest.TempPathF
             [str(BIN / "ruff"), "format", "--check", *style, "."],
             [str(BIN / "mypy"), "--strict", top, "tests"],
         ]
-    # One mypy cache per session: stubs of celery and the stdlib are checked once, not per render.
-    cache = tmp_path_factory.getbasetemp() / "mypy-cache"
+    # One mypy cache per run, beside the shared renders: stubs of celery and the standard library
+    # are checked once, not once per render and xdist worker (mypy writes its cache atomically).
+    cache = render_cache.directory.parent / "mypy-cache"
     for args in checks:
         if args[0].endswith("mypy"):
             args += ["--cache-dir", str(cache)]

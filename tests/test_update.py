@@ -425,3 +425,27 @@ def test_check_update_names_markers_that_git_does_not_record_as_a_conflict(
     )
     assert check.returncode == 1
     assert "conflict markers: compose.yaml" in check.stderr
+
+
+SYSTEMD_README = (
+    "template/{% if deploy_dir %}deploy{% endif %}/"
+    "{% if 'systemd' in deploy_targets %}systemd{% endif %}/README.md.jinja"
+)
+
+
+def test_a_generated_file_the_user_moved_is_not_followed(workspace: Workspace) -> None:
+    """What update cannot do: copier knows files by path. A moved file counts as deleted (it is not
+    brought back) plus a file of the user's (the template's later changes do not reach it)."""
+    project = workspace.generate("project")
+    (project / "docs").mkdir()
+    workspace.git(project, "mv", "deploy/systemd/README.md", "docs/systemd.md")
+    commit_all(project, "our docs live in docs/", home=workspace.home)
+    moved = (project / "docs" / "systemd.md").read_text()
+    workspace.release(
+        "v1.1.0", {SYSTEMD_README: ("# systemd units for", "# systemd units (v1.1.0) for")}
+    )
+    done = workspace.update(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (project / "deploy" / "systemd" / "README.md").exists()
+    assert (project / "docs" / "systemd.md").read_text() == moved
+    assert sorted(line[3:] for line in workspace.status(project)) == [".copier-answers.yml"]

@@ -62,7 +62,8 @@ class Workspace:
         self, snapshot: Path, root: Path, history: Path | None = None, tag: str | None = None
     ) -> None:
         """A new repository of `snapshot` tagged v1.0.0; with `history`, a clone of that
-        repository (its tags included) with `snapshot` committed on top instead, tagged `tag`."""
+        repository (its tags included) with `snapshot` committed on top instead, tagged `tag`
+        unless the history has that tag already (then the commit on top is past it)."""
         self.root = root
         self.home = root / "home"
         self.home.mkdir()
@@ -76,7 +77,7 @@ class Workspace:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         shutil.copytree(snapshot, self.template, dirs_exist_ok=True)
         commit_all(self.template, "the working tree", home=self.home)
-        if tag:
+        if tag and not self.git(self.template, "tag", "--list", tag).strip():
             self.git(self.template, "tag", tag)
 
     def git(self, repository: Path, *args: str) -> str:

@@ -248,11 +248,21 @@ exit 0
 """
 
 
-def test_update_workflow_is_a_valid_github_workflow_whose_shell_passes_shellcheck(
+def test_update_workflow_passes_actionlint_the_workflow_schema_and_shellcheck(
     render_project: Callable[..., Project], tmp_path: Path
 ) -> None:
     project = render_project(update_workflow=True)
     workflow = project.path / ".github" / "workflows" / "template-update.yml"
+    # actionlint: expressions, action inputs and runtimes, and shellcheck on each `run:` step.
+    path = os.pathsep.join([str(Path(tools.executable("shellcheck")).parent), os.environ["PATH"]])
+    lint = subprocess.run(
+        [tools.executable("actionlint"), "-no-color", str(workflow)],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     schema = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows"]
     done = subprocess.run([*schema, str(workflow)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr

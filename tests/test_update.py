@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from .support import tools
-from .support.render import TEMPLATE_ROOT, Project, run_project_suite
+from .support.render import TEMPLATE_DIR_NAME, TEMPLATE_ROOT, Project, run_project_suite
 from .support.vcs import Workspace, commit_all, git_env, next_release, releases
 from .test_render import USER_FILES, write_user_files
 
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.timeout(240)
 
 BIN = Path(sys.executable).parent
 
-TASKS = "template/{{ package_dir }}/tasks.py.jinja"
-ENV_EXAMPLE = "template/{{ env_example }}.jinja"
+TASKS = TEMPLATE_DIR_NAME + "/{{ package_dir }}/tasks.py"
+ENV_EXAMPLE = TEMPLATE_DIR_NAME + "/{{ env_example }}"
 # Lines of the generated files that the template releases and the users below both edit.
 TASKS_DOCSTRING = '"""Sample tasks'
 ENV_LIMIT = "CELERY_TASK_TIME_LIMIT=300"
@@ -432,8 +432,7 @@ def test_check_update_names_markers_that_git_does_not_record_as_a_conflict(
 
 
 SYSTEMD_README = (
-    "template/{% if deploy_dir %}deploy{% endif %}/"
-    "{% if 'systemd' in deploy_targets %}systemd{% endif %}/README.md.jinja"
+    TEMPLATE_DIR_NAME + "/deploy/systemd/{% if 'systemd' in deploy_targets %}README.md{% endif %}"
 )
 
 

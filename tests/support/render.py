@@ -19,6 +19,9 @@ import copier
 import yaml
 
 TEMPLATE_ROOT = Path(__file__).resolve().parents[2]
+# The template tree (copier's _subdirectory; named for cookiecutter, which finds it by its name).
+TEMPLATE_DIR_NAME = "{{cookiecutter.__project_dir}}"
+TEMPLATE_DIR = TEMPLATE_ROOT / TEMPLATE_DIR_NAME
 
 # Answer sets by name; each is rendered once per test session.
 DEFAULTS: dict[str, Any] = {}

@@ -25,6 +25,7 @@ def next_release() -> str:
     major = max(int(tag[1:].split(".")[0]) for tag, _ in releases())
     return f"v{major + 1}.0.0"
 
+
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Template Tests",
     "GIT_AUTHOR_EMAIL": "tests@example.invalid",

@@ -139,7 +139,8 @@ class Questionnaire:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.questions = questions(load_config(root))
+        self.config = load_config(root)
+        self.questions = questions(self.config)
         self.env = SandboxedEnvironment()
         self.env.filters.update(FILTERS)
         self.compiled: dict[str, jinja2.Template] = {}
@@ -256,3 +257,15 @@ def install(environment: jinja2.Environment, root: Path) -> None:
             return super().render(variables)
 
     environment.template_class = CopierTemplate
+
+    def message_after_copy(answers: Mapping[str, Any]) -> str:
+        """copier.yml's `_message_after_copy` for cookiecutter's answers; the project's path as
+        cookiecutter made it (absolute: the hook does not know the user's directory)."""
+        context, _ = known.context(answers)
+        project = str(answers.get("__project_dir", "."))
+        output = answers.get("_output_dir")  # the cookiecutter CLI sets it; cruft does not
+        destination = str(Path(output, project).resolve()) if output else project
+        conf = {"_copier_conf": {"dst_path": destination}}
+        return str(known.render(known.config.get("_message_after_copy", ""), {**context, **conf}))
+
+    environment.globals["copier_message_after_copy"] = message_after_copy

@@ -1,4 +1,5 @@
-"""cookiecutter and cruft, after the files are written: what copier's `_tasks` do (copier.yml).
+"""cookiecutter and cruft, after the files are written: what copier's `_tasks` do, then copier's
+message after a copy (copier.yml).
 
 Runs in the generated project; the scripts are those of the template being rendered.
 """
@@ -9,8 +10,9 @@ import sys
 from pathlib import Path
 
 # JSON in a raw string (its escapes kept), in a list so that the string never ends with a quote.
-TEMPLATE_ROOT, PACKAGE_PATH = json.loads(
-    r"""[{{ template_root | tojson }}, {{ package_path | tojson }}]"""
+TEMPLATE_ROOT, PACKAGE_PATH, MESSAGE = json.loads(
+    r"""[{{ template_root | tojson }}, {{ package_path | tojson }},
+    {{ copier_message_after_copy(cookiecutter) | tojson }}]"""
 )
 HOOKS = Path(TEMPLATE_ROOT) / "hooks"
 
@@ -22,3 +24,5 @@ def run(script: str, *args: str) -> None:
 
 run("ensure_parent_packages.py", PACKAGE_PATH)
 run("remove_empty_dirs.py")
+# copier.yml's message after a copy: what to do next.
+print(MESSAGE)

@@ -141,7 +141,13 @@ def test_no_directory_name_is_conditional_and_empty_ones_are_removed() -> None:
 # -- Same output
 
 
-@pytest.mark.parametrize("name", list(RENDER_MATRIX))
+# Every answer set but the weekly copier update workflow, which cookiecutter refuses (below).
+COOKIECUTTER_SETS = [
+    name for name, answers in RENDER_MATRIX.items() if not answers.get("update_workflow")
+]
+
+
+@pytest.mark.parametrize("name", COOKIECUTTER_SETS)
 def test_cookiecutter_renders_the_same_tree_as_copier(
     name: str, render_project: Any, template_snapshot: Path, tmp_path: Path
 ) -> None:
@@ -150,11 +156,37 @@ def test_cookiecutter_renders_the_same_tree_as_copier(
     assert_same_tree(copier_project, generate(template_snapshot, tmp_path, dict(answers)))
 
 
+def test_update_workflow_is_refused_with_the_way_to_update(
+    template_snapshot: Path, tmp_path: Path
+) -> None:
+    """The weekly workflow runs `copier update`, which a cookiecutter project cannot: refused
+    before anything is written, saying what to do instead."""
+    output = tmp_path / "out"
+    output.mkdir()
+    done = cookiecutter(template_snapshot, output, {"update_workflow": True})
+    assert done.returncode != 0
+    assert "update_workflow: the weekly update pull request runs `copier update`" in done.stderr
+    assert "`cruft update`" in done.stderr
+    assert list(output.iterdir()) == []
+
+
 def test_cookiecutter_defaults_make_a_project_whose_own_suite_passes(
     template_snapshot: Path, tmp_path: Path
 ) -> None:
-    project = generate(template_snapshot, tmp_path, {})
-    assert project.name == "my-project"
+    """And cookiecutter prints copier's next steps, with the project's path to cd into."""
+    output = tmp_path / "out"
+    output.mkdir()
+    done = cookiecutter(template_snapshot, output, {})
+    assert done.returncode == 0, done.stderr
+    project = output / "my-project"
+    steps = done.stdout[done.stdout.index("Next steps:") :].splitlines()[1:]
+    commands = [line.split("  #")[0].strip() for line in steps if line.startswith("    ")]
+    assert commands[:4] == [
+        f"cd {project}",
+        "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "cp .env.example .env",
+        "set -a && . ./.env && set +a",
+    ]
     suite = run_project_suite(project)
     assert suite.returncode == 0, suite.stdout[-3000:]
 
@@ -167,13 +199,12 @@ def test_existing_repository_keeps_every_file_of_its_own(
     repository = tmp_path / "out"
     write_user_files(repository)
     answers = {"new_project": False, "deploy_targets": ["docker", "systemd"]}
-    done = cookiecutter(template_snapshot, repository, {**answers, "update_workflow": True}, "-f")
+    done = cookiecutter(template_snapshot, repository, answers, "-f")
     assert done.returncode == 0, done.stderr
     for name, text in USER_FILES.items():
         assert (repository / name).read_text() == text, f"{name} was changed"
     for ours in (".env.workers.example", "Dockerfile.workers", "compose.workers.yaml"):
         assert (repository / ours).is_file(), ours
-    assert (repository / ".github" / "workflows" / "template-update.yml").is_file()
     suite = run_project_suite(repository, "tests/utils_workers")
     assert suite.returncode == 0, suite.stdout[-3000:]
 

@@ -102,14 +102,15 @@ WORKER_CASES = [
     ),
     # The default hard limit is 300 s: Redis would deliver a task still running a second time.
     bad("visibility-timeout-not-above-the-time-limit", "CELERY_BROKER_VISIBILITY_TIMEOUT", "300"),
-    # The limits allow 31 s, but a retry is held up to 60 s (RETRY_BACKOFF_MAX): 61 is the least.
+    # A task delayed by the default 300 s, waiting and running under a 30 s hard limit: 375 s.
     bad(
-        "visibility-timeout-not-above-the-retry-delay",
+        "visibility-timeout-below-delay-wait-and-run",
         "CELERY_BROKER_VISIBILITY_TIMEOUT",
-        "60",
+        "374",
         CELERY_TASK_TIME_LIMIT="30",
         CELERY_TASK_SOFT_TIME_LIMIT="20",
     ),
+    bad("max-delay-zero", "CELERY_TASK_MAX_DELAY", "0"),
     bad("unknown-queue", "CELERY_WORKER_QUEUES", "default,hihg_priority"),
     bad("queue-list-with-a-space", "CELERY_WORKER_QUEUES", "default, high_priority"),
     bad("prefetch-zero", "CELERY_WORKER_PREFETCH_MULTIPLIER", "0"),
@@ -319,7 +320,8 @@ def test_valid_values_at_the_limits_start_and_the_instruments_see_it(
     edges = {
         "CELERY_TASK_TIME_LIMIT": "30",
         "CELERY_TASK_SOFT_TIME_LIMIT": "29",  # one second below the hard limit
-        "CELERY_BROKER_VISIBILITY_TIMEOUT": "61",  # the shortest allowed: above the 60 s retry
+        "CELERY_TASK_MAX_DELAY": "1",
+        "CELERY_BROKER_VISIBILITY_TIMEOUT": "76",  # the shortest allowed: 1 + 2 x 30 + 15
         "CELERY_WORKER_QUEUES": "default,high_priority",
         "CELERY_WORKER_LOGLEVEL": "warning",  # any case
         "CELERY_WORKER_CONCURRENCY": "2",

@@ -4,7 +4,7 @@ Each test boots the rendered worker (`celery -A <package>.celery_app worker`, pr
 on its own broker namespace, sends `fault_probe` calls (tests/support/faults.py) that record every
 finished execution, injures the worker, and counts what was lost (must be 0) and what ran twice.
 The cases are independent tests, so pytest-xdist runs them side by side; case 1(a) on Redis waits
-for the visibility timeout and is the long one (about 2 minutes).
+for the visibility timeout (28 s with its limits) and is the long one.
 
 Tasks are sent with the worker's environment: Celery 5.7 copies the sender's task_time_limit and
 task_soft_time_limit into each message, and the worker applies those before its own.
@@ -39,10 +39,16 @@ from .support.tools import REDIS_SERVERS, redis_server_of
 
 pytestmark = pytest.mark.timeout(180)
 
-# Short limits so a fault resolves in seconds. The shortest visibility timeout the config accepts is
-# 61 s: it must exceed max(CELERY_TASK_TIME_LIMIT, RETRY_BACKOFF_MAX = 60 s).
+# Short limits so a fault resolves in seconds.
 LIMITS = {"CELERY_TASK_TIME_LIMIT": "20", "CELERY_TASK_SOFT_TIME_LIMIT": "15"}
-SHORTEST_VISIBILITY_TIMEOUT = 61
+# The SIGKILL case on Redis: a 6 s hard limit and delays of at most 1 s give the default visibility
+# timeout 1 + 2 x 6 + 15 = 28 s (config.py), and kombu sweeps for expired messages every 5 s.
+KILL_LIMITS = {
+    "CELERY_TASK_TIME_LIMIT": "6",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "5",
+    "CELERY_TASK_MAX_DELAY": "1",
+}
+VISIBILITY_TIMEOUT = 28
 SENT = 26  # tasks sent in case 1; at least 20 are still unacknowledged when the kill lands
 RETRY_DELAY = 10  # WorkerTask.default_retry_delay in the rendered celery_app.py
 
@@ -119,13 +125,11 @@ def test_sigkill_of_the_main_process_loses_no_task(
     binary = "" if broker == "rabbitmq" else redis_server_of(server)
     stack = stack_factory(fault_project(broker), redis_server=binary)
     env = {
-        **LIMITS,
+        **(KILL_LIMITS if broker == "redis" else LIMITS),
         # The two pool processes reserve half of the tasks each: every message is in the worker.
         "CELERY_WORKER_PREFETCH_MULTIPLIER": str(SENT // 2),
         "FAULT_RECORDER_URL": recorder.url,
     }
-    if broker == "redis":
-        env["CELERY_BROKER_VISIBILITY_TIMEOUT"] = str(SHORTEST_VISIBILITY_TIMEOUT)
     first = stack.worker("w1", **env)
     keys = [f"main-{i:02}" for i in range(SENT)]
     send_probes(stack, dict.fromkeys(keys, 1.0), env)
@@ -150,7 +154,7 @@ def test_sigkill_of_the_main_process_loses_no_task(
     executions = recorder.finished()
 
     if broker == "redis":
-        how = f"Redis: visibility timeout {SHORTEST_VISIBILITY_TIMEOUT} s + kombu's unacked sweep"
+        how = f"Redis: visibility timeout {VISIBILITY_TIMEOUT} s (6 s hard limit) + a 5 s sweep"
         server = Path(binary).name
     else:
         how = "RabbitMQ: requeued when the connection dropped"
@@ -165,10 +169,61 @@ def test_sigkill_of_the_main_process_loses_no_task(
     assert figure.lost == 0, f"lost {set(keys) - set(executions)}\n{second.log()[-3000:]}"
     assert in_flight >= 20, f"only {in_flight} tasks were in flight when the worker was killed"
     if broker == "redis":
-        # Redis cannot give a message back before it is older than the visibility timeout.
-        assert first_again > SHORTEST_VISIBILITY_TIMEOUT
+        # Redis gives a message back once it is older than the visibility timeout (counted from
+        # its delivery, a moment before the kill), at the next sweep: never early, at most 10 s late.
+        assert VISIBILITY_TIMEOUT - 5 < first_again <= VISIBILITY_TIMEOUT + 10, first_again
     else:
         assert first_again < 30, f"RabbitMQ should requeue at once, took {first_again:.1f} s"
+
+
+# Delays on Redis: a 6 s hard limit and at most 5 s of delay give a visibility timeout of
+# 5 + 2 x 6 + 15 = 32 s (config.py); a delay past 5 s is refused when sent.
+DELAY_LIMITS = {
+    "CELERY_TASK_TIME_LIMIT": "6",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "5",
+    "CELERY_TASK_MAX_DELAY": "5",
+}
+DELAY_VISIBILITY_TIMEOUT = 32
+
+
+def test_redis_delays_up_to_the_maximum_run_once_and_longer_ones_are_refused(
+    fault_project: Callable[[str], Project],
+    stack_factory: Callable[[Project], Stack],
+    recorder: Recorder,
+    fault_figures: Figures,
+) -> None:
+    """A countdown at CELERY_TASK_MAX_DELAY runs once, also when watched past the visibility
+    timeout; a countdown or ETA past the maximum is refused by the sender, naming the variable,
+    and nothing reaches the broker. (Before 1.2 a countdown past the visibility timeout was sent,
+    and Redis delivered it to a second worker while the first still held it.)"""
+    stack = stack_factory(fault_project("redis"))
+    env = {**DELAY_LIMITS, "FAULT_RECORDER_URL": recorder.url}
+    worker = stack.worker("w1", **env)
+    sent_at = time.monotonic()
+    at_the_maximum = {"task": "fault_probe", "args": ["at-the-maximum", 1.0]}
+    send_calls(stack, [{**at_the_maximum, "options": {"countdown": 5}}], env)
+    for options in ({"countdown": 6}, {"eta": "2100-01-01T00:00:00+00:00"}):
+        call = {"task": "fault_probe", "args": ["past-the-maximum"], "options": options}
+        with pytest.raises(AssertionError) as refused:
+            send_calls(stack, [call], env)
+        assert "beyond CELERY_TASK_MAX_DELAY (5 s)" in str(refused.value)
+        assert "DelayTooLong" in str(refused.value)
+    recorder.wait_for({"at-the-maximum"}, 30)
+    ran_after = time.monotonic() - sent_at
+    # Past the visibility timeout and a sweep: a second delivery would have come by now.
+    wait_until(lambda: time.monotonic() - sent_at > DELAY_VISIBILITY_TIMEOUT + 10, 60)
+    settle(stack, worker)
+    executions = recorder.finished()
+    figure = fault_figures.add(
+        "redis: countdown at CELERY_TASK_MAX_DELAY (5 s)",
+        {"at-the-maximum"},
+        executions,
+        note=f"done after {ran_after:.1f} s, once; watched past the {DELAY_VISIBILITY_TIMEOUT} s"
+        " visibility timeout; countdown 6 s and an ETA in 2100 refused by the sender",
+    )
+    assert (figure.lost, figure.duplicated) == (0, 0), executions
+    assert "past-the-maximum" not in executions
+    assert stack.queue_length("default") == 0
 
 
 def test_sigkill_of_a_pool_process_reruns_its_task(

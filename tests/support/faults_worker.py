@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def send_calls(
     stack: Stack, calls: list[dict[str, Any]], env: dict[str, str], timeout: float = 60
 ) -> list[str]:
-    """Publish `calls` ({"task", "args", "kwargs"}) through the project's own app; return task ids.
+    """Publish `calls` ({"task", "args", "kwargs", "options"}: apply_async's) through the
+    project's own app; return task ids.
 
     `env` should be the worker's: Celery 5.7 copies the sender's task_time_limit and
     task_soft_time_limit into each message, and the worker applies those before its own.
@@ -108,7 +109,9 @@ def main() -> None:
     package, calls = sys.argv[1], json.loads(sys.argv[2])
     tasks = importlib.import_module(f"{package}.tasks")
     sent = [
-        getattr(tasks, call["task"]).apply_async(call.get("args", []), call.get("kwargs", {}))
+        getattr(tasks, call["task"]).apply_async(
+            call.get("args", []), call.get("kwargs", {}), **call.get("options", {})
+        )
         for call in calls
     ]
     print(json.dumps({"ids": [result.id for result in sent]}))

@@ -8,10 +8,12 @@ use.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task, bootsteps
+from celery.utils.time import maybe_make_aware
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 
@@ -21,12 +23,44 @@ from .health import touch
 APP_NAME = "{{ package_path }}"
 
 
+class DelayTooLong(ValueError):
+    """A countdown or ETA beyond CELERY_TASK_MAX_DELAY (the message names both)."""
+
+
 class WorkerTask(Task):  # type: ignore[type-arg]
     """Base class of every task in this app."""
 
     # Delay before a task is run again after its pool process was lost (task_retry_on_worker_lost)
     # or after a bare self.retry(). Celery's 180 s default leaves crashed work idle for minutes.
     default_retry_delay = 10
+
+    def apply_async(self, *args: Any, **options: Any) -> Any:
+        """Refuse a countdown or ETA beyond CELERY_TASK_MAX_DELAY before anything is sent: the
+        worker holds a delayed message unacknowledged, and on Redis a message held past the
+        visibility timeout (which follows the maximum) is delivered to a second worker as well.
+        Retries go through here too; a refused retry rejects the task, with this message."""
+        limit = self.app.conf.get("workers_task_max_delay")
+        delay = requested_delay(options, self.app.now())
+        if limit is not None and delay is not None and delay > limit:
+            raise DelayTooLong(
+                f"{self.name}: a delay of {delay:.0f} s is beyond CELERY_TASK_MAX_DELAY ({limit} s);"
+                " Redis would deliver the task a second time while the first worker still holds"
+                " it. Raise CELERY_TASK_MAX_DELAY (the visibility timeout follows it), or schedule"
+                " the work with beat."
+            )
+        return super().apply_async(*args, **options)
+
+
+def requested_delay(options: dict[str, Any], now: datetime) -> float | None:
+    """Seconds from now until the task may run, from apply_async's countdown or eta."""
+    if options.get("countdown") is not None:
+        return float(options["countdown"])
+    eta = options.get("eta")
+    if eta is None:
+        return None
+    if isinstance(eta, str):
+        eta = datetime.fromisoformat(eta)
+    return (maybe_make_aware(eta) - now).total_seconds()
 
 
 def _shutting_down() -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass{{ ', replace' if broker == 'redis' else '' }}
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,10 +28,15 @@ BROKER_SCHEMES = {{ '("redis", "rediss", "sentinel")' if broker == 'redis' else 
 RESULT_BACKEND_SCHEMES = {{ '("rpc",)' if result_backend == 'rpc' else '("redis", "rediss", "sentinel")' }}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-# Longest delay between retries of a task that retries with exponential backoff (tasks.py). A delayed
-# message is held unacknowledged by the worker, so on Redis it must come back sooner than the
-# visibility timeout or it is delivered twice.
+# Longest delay between retries of a task that retries with exponential backoff (tasks.py), and
+# never more than CELERY_TASK_MAX_DELAY: a delayed message is held unacknowledged by the worker.
 RETRY_BACKOFF_MAX = 60
+{%- if broker == 'redis' %}
+# Redis: seconds added to the longest hold of a message for the default visibility timeout (clock
+# differences between hosts), and seconds between the worker's sweeps for expired messages.
+VISIBILITY_MARGIN = 15
+RESTORE_SWEEP_INTERVAL = 5
+{%- endif %}
 
 
 class ConfigError(ValueError):
@@ -107,9 +112,14 @@ VARIABLES: tuple[Variable, ...] = (
     ),
 {%- if broker == 'redis' %}
     Variable(
+        "CELERY_TASK_MAX_DELAY",
+        "300",
+        "Longest countdown, ETA or retry delay in seconds; a longer one is refused when sent.",
+    ),
+    Variable(
         "CELERY_BROKER_VISIBILITY_TIMEOUT",
-        "3600",
-        "Seconds before Redis re-delivers an unacknowledged task; above the hard time limit.",
+        "",
+        "Seconds before Redis re-delivers an unacknowledged task; empty computes the smallest safe value.",
     ),
 {%- endif %}
     Variable(
@@ -179,6 +189,7 @@ class Settings:
     result_expires: int | None
     max_tasks_per_child: int | None
     max_memory_per_child: int | None
+    task_max_delay: int | None
     visibility_timeout: int
     soft_shutdown_timeout: float
     worker_queues: tuple[str, ...]
@@ -319,9 +330,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_tasks_per_child=env.integer("CELERY_WORKER_MAX_TASKS_PER_CHILD", 1, optional=True),
         max_memory_per_child=env.integer("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 1, optional=True),
 {%- if broker == 'redis' %}
-        visibility_timeout=env.required_integer("CELERY_BROKER_VISIBILITY_TIMEOUT", 1),
+        task_max_delay=env.required_integer("CELERY_TASK_MAX_DELAY", 1),
+        visibility_timeout=env.integer("CELERY_BROKER_VISIBILITY_TIMEOUT", 1, optional=True) or 0,
 {%- else %}
-        visibility_timeout=0,  # RabbitMQ re-delivers on connection loss; no timeout involved.
+        task_max_delay=None,  # RabbitMQ holds delayed messages per connection; no timeout involved.
+        visibility_timeout=0,
 {%- endif %}
         soft_shutdown_timeout=env.number("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 0),
         worker_queues=_parse_queues(
@@ -358,8 +371,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             " month (1-12) day-of-week (0-6 or mon-sun)",
         ),
     )
+{%- if broker == 'redis' %}
+    if not settings.visibility_timeout:
+        settings = replace(settings, visibility_timeout=shortest_visibility_timeout(settings))
+{%- endif %}
     _check_consistency(settings)
     return settings
+{%- if broker == 'redis' %}
+
+
+def shortest_visibility_timeout(settings: Settings) -> int:
+    """The longest a message can stay unacknowledged, plus a margin: a task delayed by up to
+    CELERY_TASK_MAX_DELAY, then waiting for a free process (up to a hard time limit), then
+    running (up to another). Redis must not deliver it again before that."""
+    assert settings.task_max_delay is not None
+    return settings.task_max_delay + 2 * settings.task_time_limit + VISIBILITY_MARGIN
+{%- endif %}
 
 
 def _check_schedule_filename(value: str) -> None:
@@ -374,12 +401,13 @@ def _check_consistency(settings: Settings) -> None:
             f"below CELERY_TASK_TIME_LIMIT ({settings.task_time_limit}), or it never fires"
         )
 {%- if broker == 'redis' %}
-    longest_hold = max(settings.task_time_limit, RETRY_BACKOFF_MAX)
-    if settings.visibility_timeout <= longest_hold:
+    shortest = shortest_visibility_timeout(settings)
+    if settings.visibility_timeout < shortest:
         raise ConfigError(
             f"CELERY_BROKER_VISIBILITY_TIMEOUT='{settings.visibility_timeout}' is invalid: it must "
-            f"exceed the hard time limit and the longest retry delay ({longest_hold} s), or Redis "
-            "delivers running and delayed tasks a second time"
+            f"be at least {shortest} s (CELERY_TASK_MAX_DELAY + 2 x CELERY_TASK_TIME_LIMIT + "
+            f"{VISIBILITY_MARGIN}), or Redis delivers delayed and running tasks a second time; "
+            "leave it empty for that value"
         )
 {%- endif %}
 
@@ -447,11 +475,17 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         config["worker_concurrency"] = settings.worker_concurrency
 {%- if broker == 'redis' %}
     # Redis re-delivers an unacknowledged message after the visibility timeout. It must exceed the
-    # longest task and the longest countdown/ETA, or those run twice; results use the same value.
+    # longest a message is held (delay, wait, run: shortest_visibility_timeout), or it runs twice.
     # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
-    transport_options = {"visibility_timeout": settings.visibility_timeout}
-    config["broker_transport_options"] = transport_options
-    config["result_backend_transport_options"] = dict(transport_options)
+    # kombu gives expired messages back when a worker sweeps for them: every 10th 10-second sweep by
+    # default (up to 100 s late); every sweep, every 5 s, here (kombu/transport/redis.py).
+    config["broker_transport_options"] = {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": RESTORE_SWEEP_INTERVAL,
+        "unacked_restore_throttle": 1,
+    }
+    # Not a Celery setting: WorkerTask.apply_async (celery_app.py) refuses longer delays.
+    config["workers_task_max_delay"] = settings.task_max_delay
 {%- else %}
     # Quorum queues (routing.py) for the task queues and for any queue Celery creates; publisher
     # confirms make a publish return only once RabbitMQ has the message.

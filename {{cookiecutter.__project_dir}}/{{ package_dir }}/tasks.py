@@ -19,12 +19,16 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
-from .celery_app import app as _app  # noqa: F401  (configures the app that .delay() uses)
+from .celery_app import app as _app  # configures the app that .delay() uses
 from .config import RETRY_BACKOFF_MAX
 
 logger = get_task_logger(__name__)
 
 SUPPORTED_FORMATS = ("json", "text", "markdown")
+# Longest wait between retries: never beyond CELERY_TASK_MAX_DELAY (WorkerTask refuses more).
+RETRY_DELAY_CAP = min(
+    RETRY_BACKOFF_MAX, _app.conf.get("workers_task_max_delay") or RETRY_BACKOFF_MAX
+)
 REPORT_PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 # Temporary files that tasks write; `cleanup` removes old ones.
 SCRATCH_DIR = Path(tempfile.gettempdir()) / "{{ package_path }}"
@@ -106,7 +110,7 @@ def analyze_content(
     autoretry_for=(TransientError,),
     max_retries=5,
     retry_backoff=1,  # 1, 2, 4, 8, 16 s ...
-    retry_backoff_max=RETRY_BACKOFF_MAX,  # ... capped below the visibility timeout
+    retry_backoff_max=RETRY_DELAY_CAP,  # ... capped
     retry_jitter=True,  # spread retries of many tasks that failed together
 )
 def deliver_notification(

@@ -28,7 +28,22 @@ def test_defaults_are_safe() -> None:
     assert config["worker_cancel_long_running_tasks_on_connection_loss"] is True
     assert settings.task_soft_time_limit < settings.task_time_limit
 {%- if broker == 'redis' %}
-    assert config["broker_transport_options"]["visibility_timeout"] > settings.task_time_limit
+    # Redis: the visibility timeout covers the longest hold (delay + wait + run) and no more.
+    assert settings.task_max_delay == 300
+    options = config["broker_transport_options"]
+    assert options["visibility_timeout"] == 300 + 2 * settings.task_time_limit + 15
+    assert options["unacked_restore_throttle"] == 1
+    assert config["workers_task_max_delay"] == 300
+
+
+def test_visibility_timeout_below_the_longest_hold_is_refused() -> None:
+    environ = {"CELERY_TASK_MAX_DELAY": "60", "CELERY_TASK_TIME_LIMIT": "20"}
+    environ["CELERY_TASK_SOFT_TIME_LIMIT"] = "15"
+    assert load_settings(environ).visibility_timeout == 60 + 40 + 15
+    with pytest.raises(ConfigError, match="must be at least 115 s"):
+        load_settings({**environ, "CELERY_BROKER_VISIBILITY_TIMEOUT": "114"})
+    longer = load_settings({**environ, "CELERY_BROKER_VISIBILITY_TIMEOUT": "7200"})
+    assert longer.visibility_timeout == 7200
 {%- endif %}
 
 

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
+{% if broker == 'redis' %}
+from {{ package_path }}.celery_app import DelayTooLong
+{%- endif %}
 from {{ package_path }}.tasks import (
     analyze_content,
     cleanup,
@@ -39,6 +41,19 @@ def test_analyze_content_counts_words() -> None:
     result = analyze_content.apply(args=(text,), kwargs={"chunk_size": 2}).get()
     assert result["words"] == 7
     assert result["top_words"][0] == ["the", 3]
+
+
+{%- if broker == 'redis' %}
+
+
+def test_a_delay_beyond_the_maximum_is_refused_before_anything_is_sent() -> None:
+    """Redis would deliver a task held past the visibility timeout to a second worker."""
+    with pytest.raises(DelayTooLong, match=r"beyond CELERY_TASK_MAX_DELAY \(300 s\)"):
+        process_document.apply_async(("doc-1",), countdown=301)
+    later = datetime.now().astimezone() + timedelta(seconds=400)  # aware, local time
+    with pytest.raises(DelayTooLong, match="a delay of 400 s"):
+        process_document.apply_async(("doc-1",), eta=later)
+{%- endif %}
 
 
 def test_deliver_notification_retries_transient_errors() -> None:

@@ -33,7 +33,7 @@ from .support.docker import (
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port, redis_server_binary
 from .support.render import DEFAULTS, RABBITMQ, RENDER_MATRIX, Project
-from .support.stack import Stack
+from .support.stack import HOSTNAME, Stack
 
 BIN = Path(sys.executable).parent
 EXISTING_REPO = {
@@ -83,7 +83,7 @@ def mounts_for(project: Project, tmp_path: Path) -> dict[str, Path]:
     """The image's writable directories, as test directories, and the project's code (/app)."""
     mounts = {"/run/celery": tmp_path / "run", "/var/lib/celery": tmp_path / "state"}
     for path in mounts.values():
-        path.mkdir(exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     return mounts | {"/app": project.path}
 
 
@@ -366,6 +366,32 @@ def test_worker_and_beat_services_run_and_the_healthcheck_follows_the_worker(
     assert worker.wait(60) == 0, worker.log()[-3000:]
     checked = healthcheck(stack, worker_container)
     assert checked.returncode != 0 and "does not exist" in checked.stdout, checked.stdout
+
+
+def test_urgent_tasks_start_at_once_while_long_tasks_fill_the_worker_service(
+    docker_project: Project, stack_factory: Callable[[Project], Stack], tmp_path: Path
+) -> None:
+    """worker and worker-urgent, each as compose runs it: health_check answers within a second
+    while the worker's processes are busy with long tasks and more wait in the default queue."""
+    project = docker_project
+    stack = stack_factory(project)
+    compose = ComposeProject(project, dotenv_for(project))
+    assert compose.container_env("worker")["CELERY_WORKER_QUEUES"] == "default"
+    assert compose.container_env("worker-urgent")["CELERY_WORKER_QUEUES"] == "high_priority"
+    processes = {}
+    for service in ("worker", "worker-urgent"):
+        mounts = mounts_for(project, tmp_path / service)
+        container = compose.localize(service, stack.namespace, mounts, {})
+        # Each container has a host name of its own, so a node name of its own; here both run on
+        # this host, so they get the names a container's host name would give.
+        container.argv.append(f"--hostname={service}@{HOSTNAME}")
+        processes[service] = start(stack, service, container)
+    for process in processes.values():
+        stack.wait_ready(process)
+    measured = stack.probe("urgent_latency", long_tasks=4, seconds=8)
+    assert measured["long_unfinished"] >= 2, measured
+    assert max(measured["latencies"]) < 1.0, measured
+    assert set(measured["workers"]) == {f"worker-urgent@{HOSTNAME}"}, measured
 
 
 @pytest.mark.timeout(120)

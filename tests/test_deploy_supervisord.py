@@ -48,7 +48,8 @@ from .support.supervisord import (
 )
 
 WORKER = "worker-0"
-PROGRAMS = (WORKER, "beat", "flower")
+URGENT = "urgent-0"
+PROGRAMS = (WORKER, URGENT, "beat", "flower")
 SUPERVISORD_ONLY = ("supervisord",)  # a tuple: render_project's cache key must be hashable
 
 pytestmark = pytest.mark.timeout(240)
@@ -74,7 +75,7 @@ def test_rendered_programs_stop_gracefully_and_hold_no_secrets(rendered: Project
     conf_path = rendered_conf(rendered)
     parser = configparser.RawConfigParser(strict=True)
     parser.read(conf_path)
-    programs = [f"{name}-worker", f"{name}-beat", f"{name}-flower"]
+    programs = [f"{name}-worker", f"{name}-urgent", f"{name}-beat", f"{name}-flower"]
     assert parser.sections() == [f"group:{name}"] + [f"program:{p}" for p in programs]
     assert parser.get(f"group:{name}", "programs").split(",") == programs
 
@@ -96,6 +97,11 @@ def test_rendered_programs_stop_gracefully_and_hold_no_secrets(rendered: Project
     worker = parser[f"program:{name}-worker"]
     assert int(worker["stopwaitsecs"]) > time_limit
     assert f"--concurrency={answers['worker_processes']}" in worker["command"]
+    # The urgent queue on a worker of its own; the main worker takes every other queue.
+    assert worker["command"].endswith(" --queues=default")
+    urgent = parser[f"program:{name}-urgent"]
+    assert urgent["command"].endswith(" --queues=high_priority")
+    assert int(urgent["stopwaitsecs"]) > time_limit
     assert int(parser[f"program:{name}-beat"]["numprocs"]) == 1
     flower = parser[f"program:{name}-flower"]["command"]
     assert f"-m {answers['package_path']}.flower --port={answers['flower_port']}" in flower
@@ -288,7 +294,8 @@ def test_group_runs_worker_beat_and_flower(
     venv_celery = f"{project.path}/.venv/bin/celery"
     for program, pid in pids.items():
         command = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        assert command[1] == venv_celery and program.split("-")[0] in command, (program, command)
+        subcommand = "worker" if program == URGENT else program.split("-")[0]
+        assert command[1] == venv_celery and subcommand in command, (program, command)
     # Secrets come from the env files, and Flower's password only reaches Flower.
     worker_env = process_environ(pids[WORKER])
     assert worker_env["CELERY_BROKER_URL"] == stack.namespace.broker_url
@@ -318,6 +325,19 @@ def test_group_runs_worker_beat_and_flower(
     assert listening_addresses(int(port)) == {"127.0.0.1"}, "Flower must listen on loopback only"
 
     assert_clean_shutdown(supervisor)
+
+
+def test_urgent_tasks_start_at_once_while_long_tasks_fill_the_worker(
+    supervisor: Supervisor, stack: Stack
+) -> None:
+    """The urgent queue's own program: health_check answers within a second while the main
+    worker's processes are busy with long tasks and more wait in the default queue."""
+    supervisor.wait_running(WORKER, URGENT)
+    wait_for_worker(stack)
+    measured = stack.probe("urgent_latency", long_tasks=4, seconds=8)
+    assert measured["long_unfinished"] >= 2, measured
+    assert set(measured["workers"]) == {f"{URGENT}@{HOSTNAME}"}, measured
+    assert max(measured["latencies"]) < 1.0, measured
 
 
 CHUNKS, STEP_DELAY = 6, 1.0  # analyze_content then runs about 6 s
@@ -417,7 +437,7 @@ def test_killed_worker_is_restarted_and_consumes_again(
     respawned = time.monotonic() - killed_at
     answered = wait_for_worker(stack) + respawned
     client = results_client(stack)
-    sent = stack.probe("send", task="health_check")["ids"][0]
+    sent = stack.probe("send", task="process_document", args=["doc-after-the-kill"])["ids"][0]
     assert client.AsyncResult(sent).get(timeout=30)["worker"] == worker_node()
     consumed = time.monotonic() - killed_at
     client.close()

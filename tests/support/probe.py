@@ -75,7 +75,35 @@ def send(
     return {"ids": [result.id for result in sent]}
 
 
-COMMANDS = {"samples": samples, "send": send}
+def urgent_latency(
+    tasks: ModuleType,
+    client: ModuleType,
+    long_tasks: int = 4,
+    seconds: int = 8,
+    samples: int = 5,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """Fill the default queue with `long_tasks` analyze_content calls of about `seconds` each,
+    wait until one runs, then send health_check `samples` times, one after the other: the
+    seconds from each send to its result (an upper bound of the time to start), who ran it, and
+    how many long tasks were still unfinished at the end (the default queue stayed saturated)."""
+    longs = [tasks.analyze_content.delay("w " * seconds, 1, 1.0) for _ in range(long_tasks)]
+    deadline = time.monotonic() + timeout
+    while not any(result.state == "PROGRESS" for result in longs):
+        if time.monotonic() > deadline:
+            raise TimeoutError("no long task started")
+        time.sleep(0.05)
+    latencies, workers = [], []
+    for _ in range(samples):
+        sent = time.monotonic()
+        value = tasks.health_check.delay().get(timeout=timeout, interval=0.01)
+        latencies.append(time.monotonic() - sent)
+        workers.append(value["worker"])
+    unfinished = sum(1 for result in longs if not result.ready())
+    return {"latencies": latencies, "workers": workers, "long_unfinished": unfinished}
+
+
+COMMANDS = {"samples": samples, "send": send, "urgent_latency": urgent_latency}
 
 
 def main() -> None:

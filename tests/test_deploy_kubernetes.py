@@ -371,6 +371,28 @@ def resumed() -> Iterator[list[ManagedProcess]]:
         process.signal_main(signal.SIGCONT)
 
 
+def test_urgent_tasks_start_at_once_while_long_tasks_fill_the_worker_pods(
+    defaults: tuple[Project, Manifests], stack_factory: Callable[[Project], Stack], tmp_path: Path
+) -> None:
+    """The worker and worker-urgent containers, each run with its manifest's command and
+    environment: health_check answers within a second while the worker's processes are busy with
+    long tasks and more wait in the default queue."""
+    project, manifests = defaults
+    stack = stack_factory(project)
+    secret = secret_values(stack)
+    processes = {}
+    for component in ("worker", "worker-urgent"):
+        container = local_container(manifests, component, tmp_path / component, secret)
+        name = node_prefix(container.command)
+        processes[component] = start(stack, container, name, container.command)
+    for process in processes.values():
+        stack.wait_ready(process)
+    measured = stack.probe("urgent_latency", long_tasks=4, seconds=8)
+    assert measured["long_unfinished"] >= 2, measured
+    assert set(measured["workers"]) == {stack.nodename(processes["worker-urgent"])}, measured
+    assert max(measured["latencies"]) < 1.0, measured
+
+
 @pytest.mark.long
 def test_worker_and_beat_probes_live_stopped_stalled_and_without_broker(
     defaults: tuple[Project, Manifests],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,48 @@ def test_beat_schedules_the_cleanup_task(stack: Stack, tmp_path: Path) -> None:
     wait_until(cleanups, 45, interval=0.5)
     assert list(schedule.parent.iterdir()), "beat wrote no schedule state"
     assert "Scheduler: Sending due task cleanup" in beat.log()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_stack(
+    request: pytest.FixtureRequest,
+    render_project: Callable[..., Project],
+    stack_factory: Callable[..., Stack],
+) -> Stack:
+    return stack_factory(render_project(**(DEFAULTS if request.param == "redis" else RABBITMQ)))
+
+
+def test_a_second_beat_waits_for_the_lock_and_takes_over_when_the_first_dies(
+    broker_stack: Stack, tmp_path: Path
+) -> None:
+    """Two beats on one broker (a second replica, an overlapping deploy): only the one holding
+    the beat lock sends, so each entry fires once; the other waits and takes over after the
+    first is killed (-9): at once on RabbitMQ (its connection closes), after the lock's 3
+    intervals on Redis."""
+    stack = broker_stack
+    interval = 1
+    env = {"CELERY_HEARTBEAT_INTERVAL": str(interval), "CELERY_BEAT_CLEANUP_INTERVAL": "1"}
+
+    def sends(beat: Any) -> int:
+        return int(beat.log().count("Sending due task cleanup"))
+
+    beats = {}
+    for name in ("beat-1", "beat-2"):
+        state = tmp_path / name
+        state.mkdir()
+        beats[name] = stack.beat(name, CELERY_BEAT_SCHEDULE_FILENAME=str(state / "s"), **env)
+        wait_until(lambda: sends(beats["beat-1"]) >= 1, 30, interval=0.2)
+    first, second = beats["beat-1"], beats["beat-2"]
+    wait_until(lambda: "waiting for the beat lock" in second.log(), 30, interval=0.2)
+    sent = sends(first)
+    wait_until(lambda: sends(first) >= sent + 4, 30, interval=0.2)
+    assert sends(second) == 0, second.log()[-3000:]
+
+    first.signal_main(signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: sends(second) >= 1, 30, interval=0.1)
+    took_over = time.monotonic() - killed
+    assert "took the beat lock" in second.log()
+    limit = 3 * interval + 2 if stack.project.broker == "redis" else 2
+    assert took_over <= limit, f"took over after {took_over:.1f} s"
+    print(f"beat lock ({stack.project.broker}): second beat sent after {took_over:.1f} s")

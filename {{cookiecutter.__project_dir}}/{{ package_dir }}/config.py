@@ -467,10 +467,11 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "beat_schedule": beat_schedule(settings),
         "beat_schedule_filename": settings.beat_schedule_filename,
     }
-    if settings.beat_heartbeat_file:
-        # Beat touches its heartbeat once per loop; wake it at least once per interval.
-        config["beat_scheduler"] = f"{__package__}.schedule:HeartbeatScheduler"
-        config["beat_max_loop_interval"] = settings.heartbeat_interval
+    # One beat at a time (beat_lock.py): beat takes a lock in the broker on every loop and sends
+    # only while it holds it; the loop comes at least once per interval, to renew the lock and
+    # touch the heartbeat file.
+    config["beat_scheduler"] = f"{__package__}.schedule:SingleBeatScheduler"
+    config["beat_max_loop_interval"] = settings.heartbeat_interval
     if settings.worker_concurrency is not None:
         config["worker_concurrency"] = settings.worker_concurrency
 {%- if broker == 'redis' %}

@@ -1,20 +1,24 @@
-"""Beat schedule: the periodic tasks. Run exactly one beat process per broker.
+"""Beat schedule: the periodic tasks, and the scheduler that lets one beat at a time send them.
 
 Crontab entries run in CELERY_TIMEZONE. https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
+from .beat_lock import BeatLock
 from .health import touch
 from .routing import TASKS
 
 if TYPE_CHECKING:
     from .config import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -40,16 +44,35 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-class HeartbeatScheduler(PersistentScheduler):
-    """Beat's default scheduler, touching CELERY_BEAT_HEARTBEAT_FILE on every loop (health.py)."""
+class SingleBeatScheduler(PersistentScheduler):
+    """Beat's default scheduler, sending only while it holds the beat lock (beat_lock.py), and
+    touching CELERY_BEAT_HEARTBEAT_FILE (if set) on every loop, waiting or not (health.py)."""
 
-    def tick(self, *args: Any, **kwargs: Any) -> float:
+    def setup_schedule(self) -> None:
         from .config import load_settings
 
-        interval = float(super().tick(*args, **kwargs))
-        path = getattr(self, "_heartbeat_file", None)
-        if path is None:
-            path = self._heartbeat_file = load_settings().beat_heartbeat_file
-        if path:
-            touch(path)
-        return interval
+        super().setup_schedule()
+        settings = load_settings()
+        self._heartbeat_file = settings.beat_heartbeat_file
+        # Loops come every CELERY_HEARTBEAT_INTERVAL at most (beat_max_loop_interval); three
+        # missed renewals free the lock for another beat.
+        self._interval = float(settings.heartbeat_interval)
+        self._lock = BeatLock(self.app, ttl=3 * self._interval)
+        self._waiting = False
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self._heartbeat_file:
+            touch(self._heartbeat_file)
+        if not self._lock.acquire():
+            if not self._waiting:
+                logger.warning("another beat is running: waiting for the beat lock to send tasks")
+                self._waiting = True
+            return self._interval
+        if self._waiting:
+            logger.warning("took the beat lock: sending periodic tasks")
+            self._waiting = False
+        return float(super().tick(*args, **kwargs))
+
+    def close(self) -> None:
+        super().close()
+        self._lock.release()

@@ -94,9 +94,14 @@ def heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
 
 
 def create_celery_app(**overrides: Any) -> Celery[WorkerTask]:
-    """Create a configured app; `overrides` are Celery settings, e.g. broker_url="memory://"."""
+    """Create a configured app; `overrides` are Celery settings, e.g. broker_url="memory://".
+
+    The new app does not become Celery's current app: `.delay()` on the tasks keeps using the
+    module-level `app` below. Call `set_current()` on the new one to send through it instead
+    (the generated tests do, for their in-memory broker).
+    """
     settings = load_settings()
-    app = Celery(APP_NAME, task_cls=WorkerTask, include=[f"{APP_NAME}.tasks"])
+    app = Celery(APP_NAME, task_cls=WorkerTask, include=[f"{APP_NAME}.tasks"], set_as_current=False)
     app.conf.update(celery_settings(settings))
     if settings.worker_heartbeat_file:
         app.steps["consumer"].add(heartbeat_step(settings))
@@ -114,6 +119,8 @@ def create_celery_app(**overrides: Any) -> Celery[WorkerTask]:
 try:
     _settings = load_settings()
     app = create_celery_app()
+    app.set_current()  # what `.delay()` on the tasks and the celery command use
+    app.set_default()
 except ConfigError as error:
     # One line naming the variable, instead of a traceback, and nothing starts half-configured.
     raise SystemExit(f"configuration error: {error}") from None

@@ -28,6 +28,7 @@ def worker_app() -> Iterator[Celery[Any]]:
         # The memory transport polls; a short interval keeps round trips and shutdown quick.
         broker_transport_options={"polling_interval": 0.05},
     )
+    app.set_current()  # the tasks' .delay() sends through it during the test
     yield app
     configured_app.set_current()
 

@@ -82,3 +82,13 @@ def test_worker_queues_must_be_declared_and_unspaced() -> None:
     assert load_settings({"CELERY_WORKER_QUEUES": first}).worker_queues == (first,)
     with pytest.raises(ConfigError, match="CELERY_WORKER_QUEUES="):
         load_settings({"CELERY_WORKER_QUEUES": f" {first}"})
+
+
+def test_another_app_does_not_take_over_the_tasks() -> None:
+    """create_celery_app() in a script or test does not change where the tasks' .delay() goes."""
+    from {{ package_path }}.celery_app import app, create_celery_app
+    from {{ package_path }}.tasks import process_document
+
+    other = create_celery_app(broker_url="memory://")
+    assert other is not app
+    assert process_document.app is app

@@ -170,6 +170,10 @@ def test_image_is_the_one_the_dockerfile_builds(manifests: Manifests) -> None:
             assert f"docker build -t {name} " in dockerfile.read_text()
 
 
+def component_of(resource: dict[str, Any]) -> str:
+    return str(resource["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
 def test_configmap_holds_known_settings_and_no_secret(manifests: Manifests) -> None:
     [configmap] = manifests.of_kind("ConfigMap")
     data = configmap["data"]
@@ -181,6 +185,17 @@ def test_configmap_holds_known_settings_and_no_secret(manifests: Manifests) -> N
     documented = set(re.findall(r"^(CELERY_[A-Z_]+)=", example, re.MULTILINE))
     assert set(data) <= documented, set(data) - documented
     assert data["CELERY_WORKER_CONCURRENCY"] == str(manifests.answers["worker_processes"])
+    # Pool processes are replaced before the pod's memory limit is reached: each may grow to the
+    # per-child bound, and the main process keeps at least 128 MiB.
+    per_child = int(data["CELERY_WORKER_MAX_MEMORY_PER_CHILD"]) * 1024
+    for component in ("worker", "worker-urgent"):
+        if not [d for d in manifests.of_kind("Deployment") if component_of(d) == component]:
+            continue
+        container = manifests.container(component)
+        flags = [a for a in container["command"] if a.startswith("--concurrency=")]
+        processes = int(flags[0].split("=")[1]) if flags else int(data["CELERY_WORKER_CONCURRENCY"])
+        limit = quantity_bytes(container["resources"]["limits"]["memory"])
+        assert processes * per_child + 128 * 2**20 <= limit, component
     assert not SECRET_KEYS & set(data)
     assert not [value for value in data.values() if "://" in value]
 

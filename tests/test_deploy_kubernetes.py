@@ -139,9 +139,27 @@ def test_names_and_references_resolve(manifests: Manifests) -> None:
         deployment = manifests.deployment(component)
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-        refs = manifests.container(component)["envFrom"]
+        container = manifests.container(component)
+        refs = container["envFrom"]
         assert {ref["configMapRef"]["name"] for ref in refs if "configMapRef" in ref} <= configmaps
-        assert [ref["secretRef"]["name"] for ref in refs if "secretRef" in ref] == [secret_name]
+        whole = [ref["secretRef"]["name"] for ref in refs if "secretRef" in ref]
+        keys = {
+            variable["valueFrom"]["secretKeyRef"]["name"]: variable["valueFrom"]["secretKeyRef"]
+            for variable in container.get("env", [])
+            if "valueFrom" in variable
+        }
+        if component == "flower":
+            assert whole == [secret_name]  # Flower: the broker URL and its credentials
+        else:
+            # Worker and beat: the broker keys only, never Flower's password.
+            assert whole == [] and list(keys) == [secret_name], component
+    for component in ("worker", "beat"):
+        keys_read = {
+            variable["valueFrom"]["secretKeyRef"]["key"]
+            for variable in manifests.container(component).get("env", [])
+            if "valueFrom" in variable
+        }
+        assert keys_read == set(secret_keys) - {"FLOWER_BASIC_AUTH"}, component
     [hpa] = manifests.of_kind("HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == (
@@ -209,7 +227,8 @@ def test_no_manifest_holds_a_secret_value(manifests: Manifests) -> None:
         )
         assert not re.search(r"FLOWER_BASIC_AUTH=['\"]?\w+:\w", text), path.name
     for component in ("worker", "beat", "flower"):
-        literal = {v["name"] for v in manifests.container(component).get("env", [])}
+        # A secret key in `env:` only as a reference to the Secret, never as a value.
+        literal = {v["name"] for v in manifests.container(component).get("env", []) if "value" in v}
         assert not literal & SECRET_KEYS, component
 
 

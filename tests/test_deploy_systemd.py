@@ -98,21 +98,26 @@ class Host:
             set_as_current=False,
         )
         self.install_env_file()
+        self.install_env_file(f"{NAME}-flower.env", "flower.env")
 
-    def install_env_file(self, **values: str) -> dict[str, str]:
-        """The shipped env file with the private broker and `values` in place; what systemd reads."""
-        text = (self.installation.units / f"{NAME}.env").read_text()
-        values = {
-            "CELERY_BROKER_URL": self.stack.namespace.broker_url,
-            "CELERY_RESULT_BACKEND": self.stack.namespace.result_backend,
-            **values,
-        }
+    def install_env_file(
+        self, shipped: str = f"{NAME}.env", installed: str = f"{NAME}.env", **values: str
+    ) -> dict[str, str]:
+        """A shipped env file, installed in /etc/<name>/ with `values` in place (and, for the
+        main one, the private broker): what systemd reads."""
+        text = (self.installation.units / shipped).read_text()
+        if shipped == f"{NAME}.env":
+            values = {
+                "CELERY_BROKER_URL": self.stack.namespace.broker_url,
+                "CELERY_RESULT_BACKEND": self.stack.namespace.result_backend,
+                **values,
+            }
         for key, value in values.items():
             line = re.compile(rf"^{key}=.*$", re.MULTILINE)
             text, count = line.subn(lambda _, key=key, value=value: f"{key}={value}", text)
             if not count:
                 text += f"{key}={value}\n"
-        path = self.machine.host_path(f"/etc/{NAME}/{NAME}.env")
+        path = self.machine.host_path(f"/etc/{NAME}/{installed}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         path.chmod(0o600)
@@ -367,7 +372,7 @@ def http_status(url: str, user: str | None = None, password: str = "") -> int:
 
 def test_flower_answers_its_healthcheck_and_requires_credentials(host: Host) -> None:
     password = secrets.token_urlsafe(18)
-    host.install_env_file(FLOWER_BASIC_AUTH=f"ops:{password}")
+    host.install_env_file(f"{NAME}-flower.env", "flower.env", FLOWER_BASIC_AUTH=f"ops:{password}")
     flower = host.start(FLOWER)
     base = f"http://127.0.0.1:{host.installation.project.answers['flower_port']}"
 
@@ -386,7 +391,9 @@ def test_flower_answers_its_healthcheck_and_requires_credentials(host: Host) -> 
 
 
 def test_flower_refuses_to_start_with_the_shipped_env_file(host: Host) -> None:
-    assert host.install_env_file()["FLOWER_BASIC_AUTH"] == ""
+    assert host.install_env_file(f"{NAME}-flower.env", "flower.env")["FLOWER_BASIC_AUTH"] == ""
+    # The workers' and beat's file holds no Flower password at all.
+    assert "FLOWER_BASIC_AUTH" not in host.install_env_file()
     flower = host.start(FLOWER)
     assert flower.wait(STOP_TIMEOUT) == 1
     assert "configuration error: FLOWER_BASIC_AUTH is not set" in flower.log()

@@ -162,7 +162,12 @@ def local_container(
             assert source["secretRef"]["name"] == secret_name, source
             env.update(secret)
     for variable in spec.get("env", []):
-        env[variable["name"]] = variable["value"]
+        if "valueFrom" in variable:
+            reference = variable["valueFrom"]["secretKeyRef"]
+            assert reference["name"] == secret_name, variable
+            env[variable["name"]] = secret[reference["key"]]
+        else:
+            env[variable["name"]] = variable["value"]
     container.env = {key: container.local_path(value) for key, value in env.items()}
     # The image's PATH: its python and celery are this environment's.
     container.env["PATH"] = BIN + os.pathsep + os.environ.get("PATH", "")

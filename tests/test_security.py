@@ -374,7 +374,8 @@ def test_systemd_units_take_secrets_only_from_their_environment_file(
 ) -> None:
     project = render_project(**RENDER_MATRIX[name])
     directory = project.path / "deploy" / "systemd"
-    [env_file] = directory.glob("*.env")
+    [flower_file] = directory.glob("*-flower.env")
+    [env_file] = set(directory.glob("*.env")) - {flower_file}
     service = env_file.stem
     units = sorted(directory.glob("*.service"))
     assert len(units) == 3, units
@@ -382,16 +383,25 @@ def test_systemd_units_take_secrets_only_from_their_environment_file(
         lines = unit.read_text().splitlines()
         files = [line.split("=", 1)[1] for line in lines if line.startswith("EnvironmentFile=")]
         assert files[0] == f"/etc/{service}/{env_file.name}", unit.name  # required, not "-"
+        # Flower's own file (its password) is read by the Flower unit only.
+        assert (f"/etc/{service}/flower.env" in files) == unit.name.endswith("-flower.service")
         for line in lines:
             if line.startswith(("Environment=", "ExecStart=", "ExecStartPre=")):
                 assert not any(variable in line for variable in SECRET_VARIABLES), line
                 assert "--broker" not in line and "--basic-auth" not in line, line
                 assert "://" not in line, line
 
-    # The shipped file sets every secret variable, with no password: Flower's is empty on purpose.
+    # The shipped files set every secret variable, with no password: Flower's is empty on purpose,
+    # and only in Flower's file.
     values = dict(
         line.split("=", 1) for line in env_file.read_text().splitlines() if re.match(r"\w+=", line)
     )
-    assert values["FLOWER_BASIC_AUTH"] == ""
+    flower = dict(
+        line.split("=", 1)
+        for line in flower_file.read_text().splitlines()
+        if re.match(r"\w+=", line)
+    )
+    assert flower["FLOWER_BASIC_AUTH"] == "" and "FLOWER_BASIC_AUTH" not in values
     assert "CELERY_BROKER_URL" in values
+    assert shipped_credentials(flower_file.read_text()) == []
     assert shipped_credentials(env_file.read_text()) == []

@@ -186,6 +186,7 @@ DELAY_LIMITS = {
 DELAY_VISIBILITY_TIMEOUT = 32
 
 
+@pytest.mark.long  # mostly idle: it watches past the visibility timeout
 def test_redis_delays_up_to_the_maximum_run_once_and_longer_ones_are_refused(
     fault_project: Callable[[str], Project],
     stack_factory: Callable[[Project], Stack],

@@ -103,7 +103,45 @@ def urgent_latency(
     return {"latencies": latencies, "workers": workers, "long_unfinished": unfinished}
 
 
-COMMANDS = {"samples": samples, "send": send, "urgent_latency": urgent_latency}
+def loop_lag(tasks: ModuleType, client: ModuleType, words: int = 20, timeout: float = 60) -> Any:
+    """Await analyze_content (`words` chunks of 0.1 s) with client.wait_for_result while a ticker
+    measures how late the event loop wakes it (every 10 ms); sent from the loop's own thread, as
+    async code does. The largest lag, the states seen, and the result."""
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        lags: list[float] = []
+        done = asyncio.Event()
+
+        awaiting = asyncio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                start = loop.time()
+                await asyncio.sleep(0.01)
+                if awaiting.is_set():  # not the send: its first connection blocks, as delay() does
+                    lags.append(loop.time() - start - 0.01)
+
+        ticking = asyncio.create_task(ticker())
+        result = tasks.analyze_content.delay("w " * words, 1, 0.1)
+        awaiting.set()
+        states: list[str] = []
+        value = await client.wait_for_result(
+            result, timeout=timeout, poll_interval=0.1, on_progress=lambda p: states.append(p.state)
+        )
+        done.set()
+        await ticking
+        return {"max_lag": max(lags), "ticks": len(lags), "states": states, "words": value["words"]}
+
+    return asyncio.run(main())
+
+
+COMMANDS = {
+    "samples": samples,
+    "send": send,
+    "urgent_latency": urgent_latency,
+    "loop_lag": loop_lag,
+}
 
 
 def main() -> None:

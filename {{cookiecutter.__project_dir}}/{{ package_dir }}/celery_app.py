@@ -18,7 +18,7 @@ from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 
 from .config import ConfigError, Settings, celery_settings, load_settings
-from .health import touch
+from .health import RECONNECTING, mark, touch
 
 APP_NAME = "{{ package_path }}"
 
@@ -78,7 +78,7 @@ def heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
         requires = ("celery.worker.consumer.tasks:Tasks",)
 
         def start(self, parent: Consumer) -> None:
-            touch(path)  # consuming from now on: ready
+            mark(path)  # consuming from now on: ready
             self.timer = parent.timer.call_repeatedly(interval, touch, (path,), priority=10)
 
         def stop(self, parent: Consumer) -> None:
@@ -86,9 +86,12 @@ def heartbeat_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             if timer is not None:
                 timer.cancel()
             # On shutdown the file goes at once. A broker outage also stops the consumer: then the
-            # file only goes stale, so a probe's --max-age decides how long an outage is tolerated.
+            # file says RECONNECTING and goes stale; readiness fails at once, liveness only after
+            # its --reconnect-grace (health.py).
             if _shutting_down():
                 Path(path).unlink(missing_ok=True)
+            else:
+                mark(path, RECONNECTING)
 
     return WorkerHeartbeat
 

@@ -76,9 +76,10 @@ def test_worker_runs_every_sample_task(stack: Stack) -> None:
     assert out["gathered"][1]["document_id"] == "doc-2"
 
 
-def test_awaiting_a_result_never_blocks_the_event_loop(stack: Stack) -> None:
+def test_awaiting_a_result_never_blocks_the_event_loop(broker_stack: Stack) -> None:
     """wait_for_result over a 2 s task with PROGRESS reports: the loop's largest lag stays under
     50 ms (with rpc:// it stalled about 1 s per poll before 1.2), and the progress is seen."""
+    stack = broker_stack
     stack.worker()
     out = stack.probe("loop_lag")
     assert out["words"] == 20

@@ -297,6 +297,32 @@ def test_beat_variable_is_refused_by_beat_and_worker(
         assert refusal_stack.control_app.control.ping(timeout=PING_TIMEOUT) == []
 
 
+def test_a_sender_sends_whatever_beats_variables_say(
+    render_project: Callable[..., Project], stack_factory: Callable[[Project], Stack]
+) -> None:
+    """Code that imports the tasks to send them (a web server, a script) is not stopped by a bad
+    beat-only variable, which beat and the worker refuse (above): the task reaches a worker."""
+    stack = stack_factory(render_project(**DEFAULTS))
+    worker = stack.worker()
+    package = stack.project.package_path
+    send = f"from {package}.tasks import health_check; print(health_check.delay().get(timeout=30))"
+    # Beat's own variables (config.BEAT_ONLY); the time zone and heartbeat interval are shared.
+    bad = {
+        c.variable: c.env[c.variable] for c in BEAT_CASES if c.variable.startswith("CELERY_BEAT_")
+    }
+    assert len(bad) == 3, bad
+    done = subprocess.run(
+        [stack.python, "-c", send],
+        cwd=stack.cwd,
+        env=stack.env(**bad),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert stack.nodename(worker) in done.stdout
+
+
 def test_refused_url_is_named_without_its_password(refusal_stack: Stack, tmp_path: Path) -> None:
     password = "Leaky-Passw0rd-42"
     url = f"amqp://ops:{password}@{UNREACHABLE}//"

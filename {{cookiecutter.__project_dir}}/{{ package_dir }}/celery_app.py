@@ -8,6 +8,7 @@ use.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ from .config import ConfigError, Settings, celery_settings, load_settings
 from .health import RECONNECTING, mark, touch
 
 APP_NAME = "{{ package_path }}"
+
+
+def _runs_celery_command() -> bool:
+    """`celery ... worker|beat|...`: beat's variables are checked too (config.BEAT_ONLY); code
+    that imports the tasks to send them does not depend on them."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return program.name == "celery" or program.parts[-2:] == ("celery", "__main__.py")
+
+
+CHECK_BEAT = _runs_celery_command()
 
 
 class DelayTooLong(ValueError):
@@ -103,7 +114,7 @@ def create_celery_app(**overrides: Any) -> Celery[WorkerTask]:
     module-level `app` below. Call `set_current()` on the new one to send through it instead
     (the generated tests do, for their in-memory broker).
     """
-    settings = load_settings()
+    settings = load_settings(beat=CHECK_BEAT)
     app = Celery(APP_NAME, task_cls=WorkerTask, include=[f"{APP_NAME}.tasks"], set_as_current=False)
     app.conf.update(celery_settings(settings))
     if settings.worker_heartbeat_file:
@@ -120,7 +131,7 @@ def create_celery_app(**overrides: Any) -> Celery[WorkerTask]:
 
 
 try:
-    _settings = load_settings()
+    _settings = load_settings(beat=CHECK_BEAT)
     app = create_celery_app()
     app.set_current()  # what `.delay()` on the tasks and the celery command use
     app.set_default()

@@ -306,9 +306,25 @@ def _parse_queues(value: str) -> tuple[str, ...]:
     return names
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and check every variable; raise ConfigError naming the first malformed one."""
-    env = _Reader(os.environ if environ is None else environ)
+# Read by beat alone. A process that only sends tasks (a web server importing tasks.py) keeps
+# their defaults: a mistake in one of them stops beat and the workers, not the application.
+BEAT_ONLY = (
+    "CELERY_BEAT_HEARTBEAT_FILE",
+    "CELERY_BEAT_SCHEDULE_FILENAME",
+    "CELERY_BEAT_CLEANUP_INTERVAL",
+    "CELERY_BEAT_REPORT_CRONTAB",
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, beat: bool = True) -> Settings:
+    """Read and check every variable; raise ConfigError naming the first malformed one.
+
+    beat=False (senders): beat's own variables keep their defaults, unread (BEAT_ONLY).
+    """
+    environ = os.environ if environ is None else environ
+    if not beat:
+        environ = {name: value for name, value in environ.items() if name not in BEAT_ONLY}
+    env = _Reader(environ)
     settings = Settings(
         broker_url=env.url("CELERY_BROKER_URL", BROKER_SCHEMES),
 {%- if result_backend != 'none' %}

@@ -92,3 +92,12 @@ def test_another_app_does_not_take_over_the_tasks() -> None:
     other = create_celery_app(broker_url="memory://")
     assert other is not app
     assert process_document.app is app
+
+
+def test_a_sender_does_not_depend_on_beats_variables() -> None:
+    """A web server importing the tasks starts whatever beat's variables say; beat refuses."""
+    environ = {"CELERY_BEAT_REPORT_CRONTAB": "every morning"}
+    with pytest.raises(ConfigError, match="CELERY_BEAT_REPORT_CRONTAB="):
+        load_settings(environ)
+    default = load_settings({}).report_crontab
+    assert load_settings(environ, beat=False).report_crontab == default

@@ -28,7 +28,13 @@ from .support.render import (
     run_project_suite,
 )
 from .support.vcs import Workspace, commit_all, git_env
-from .test_render import INVALID_ANSWERS, USER_FILES, write_user_files
+from .test_render import (
+    INVALID_ANSWERS,
+    USER_FILES,
+    first_steps_of_a_new_project,
+    next_steps,
+    write_user_files,
+)
 
 BIN = Path(sys.executable).parent
 COPIER_ONLY = {".copier-answers.yml"}
@@ -66,24 +72,29 @@ def cookiecutter(
     )
 
 
-def generate(template: Path, root: Path, answers: dict[str, Any]) -> Path:
-    """The project cookiecutter makes of `answers`: a new directory, or files added to an
-    existing repository (new_project=no: the top directory is ".", so overwrite_if_exists, the
-    CLI's -f). cookiecutter's own entry point in this process (the CLI has tests of its own
-    below); its hooks run as processes."""
-    from cookiecutter.main import cookiecutter as generate_with_cookiecutter
+def in_process(template: Path, output: Path, answers: dict[str, Any], force: bool = False) -> None:
+    """cookiecutter's own entry point in this process, as the CLI calls it (the CLI has tests of
+    its own below; an interpreter start each is what this saves); its hooks run as processes.
+    The caller points HOME at a test directory: cookiecutter writes its replay file there."""
+    from cookiecutter.main import cookiecutter as run_cookiecutter
 
-    output = root / "out"
-    output.mkdir(parents=True)
-    existing = answers.get("new_project") is False
-    generate_with_cookiecutter(
+    run_cookiecutter(
         str(template),
         no_input=True,
         extra_context={key: cli_value(value) for key, value in answers.items()},
         output_dir=str(output),
-        overwrite_if_exists=existing,
+        overwrite_if_exists=force,
         default_config=True,
     )
+
+
+def generate(template: Path, root: Path, answers: dict[str, Any]) -> Path:
+    """The project cookiecutter makes of `answers`: a new directory, or files added to an
+    existing repository (new_project=no: the top directory is ".", so -f)."""
+    output = root / "out"
+    output.mkdir(parents=True)
+    existing = answers.get("new_project") is False
+    in_process(template, output, answers, force=existing)
     if existing:
         return output
     (project,) = output.iterdir()
@@ -165,7 +176,7 @@ def test_cookiecutter_renders_the_same_tree_as_copier(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))  # cookiecutter's replay file goes there
+    monkeypatch.setenv("HOME", str(tmp_path))
     answers = RENDER_MATRIX[name]
     copier_project = render_project(**answers)
     assert_same_tree(copier_project, generate(template_snapshot, tmp_path, dict(answers)))
@@ -194,14 +205,7 @@ def test_cookiecutter_defaults_make_a_project_whose_own_suite_passes(
     done = cookiecutter(template_snapshot, output, {})
     assert done.returncode == 0, done.stderr
     project = output / "my-project"
-    steps = done.stdout[done.stdout.index("Next steps:") :].splitlines()[1:]
-    commands = [line.split("  #")[0].strip() for line in steps if line.startswith("    ")]
-    assert commands[:4] == [
-        f"cd {project}",
-        "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
-        "cp .env.example .env",
-        "set -a && . ./.env && set +a",
-    ]
+    assert next_steps(done.stdout)[:4] == first_steps_of_a_new_project(project)
     suite = run_project_suite(project)
     assert suite.returncode == 0, suite.stdout[-3000:]
 
@@ -252,23 +256,15 @@ def test_invalid_answer_is_refused_as_copier_refuses_it_and_nothing_written(
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """cookiecutter's own entry point, in this process (51 interpreter starts saved; the CLI's
-    refusals are tested below and in the update-workflow test); its hooks run as processes."""
+    """Through cookiecutter's entry point in this process (the CLI's refusals are tested below
+    and in the update-workflow test)."""
     from cookiecutter.exceptions import FailedHookException
-    from cookiecutter.main import cookiecutter as generate_with_cookiecutter
 
-    monkeypatch.setenv("HOME", str(tmp_path))  # its replay file goes there
+    monkeypatch.setenv("HOME", str(tmp_path))
     output = tmp_path / "out"
     output.mkdir()
-    extra = {field: cli_value(value)}
     with pytest.raises((FailedHookException, ValueError)) as refused:
-        generate_with_cookiecutter(
-            str(template_snapshot),
-            no_input=True,
-            extra_context=extra,
-            output_dir=str(output),
-            default_config=True,
-        )
+        in_process(template_snapshot, output, {field: value})
     assert list(output.iterdir()) == [], "cookiecutter left files behind"
     captured = capfd.readouterr()
     said = f"{refused.value}\n{captured.out}{captured.err}"

@@ -234,19 +234,27 @@ def test_invalid_answer_is_rejected_and_nothing_written(
     assert (existing / "keep.txt").read_text() == "mine"
 
 
-def test_cli_prints_next_steps_that_can_be_pasted(tmp_path: Path) -> None:
-    dst = tmp_path / "my-project"
-    done = run([*COPIER_COPY, str(TEMPLATE_ROOT), str(dst)], tmp_path)
-    assert done.returncode == 0, done.stderr
-    output = done.stdout + done.stderr
+def next_steps(output: str) -> list[str]:
+    """The commands of the message after a copy, comments cut off."""
     steps = output[output.index("Next steps:") :].splitlines()[1:]
-    commands = [line.split("  #")[0].strip() for line in steps if line.startswith("    ")]
-    assert commands[:4] == [
-        f"cd {dst}",
+    return [line.split("  #")[0].strip() for line in steps if line.startswith("    ")]
+
+
+def first_steps_of_a_new_project(path: Path) -> list[str]:
+    return [
+        f"cd {path}",
         "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
         "cp .env.example .env",
         "set -a && . ./.env && set +a",
     ]
+
+
+def test_cli_prints_next_steps_that_can_be_pasted(tmp_path: Path) -> None:
+    dst = tmp_path / "my-project"
+    done = run([*COPIER_COPY, str(TEMPLATE_ROOT), str(dst)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    commands = next_steps(done.stdout + done.stderr)
+    assert commands[:4] == first_steps_of_a_new_project(dst)
     assert "celery -A utils.workers.celery_app worker --loglevel=INFO" in commands
 
 

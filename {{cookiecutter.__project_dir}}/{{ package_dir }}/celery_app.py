@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class WorkerTask(Task):  # type: ignore[type-arg]
         visibility timeout (which follows the maximum) is delivered to a second worker as well.
         Retries go through here too; a refused retry rejects the task, with this message."""
         limit = self.app.conf.get("workers_task_max_delay")
-        delay = requested_delay(options, self.app.now())
+        delay = None if limit is None else requested_delay(options, self.app.now)
         if limit is not None and delay is not None and delay > limit:
             raise DelayTooLong(
                 f"{self.name}: a delay of {delay:.0f} s is beyond CELERY_TASK_MAX_DELAY ({limit} s);"
@@ -62,7 +63,7 @@ class WorkerTask(Task):  # type: ignore[type-arg]
         return super().apply_async(*args, **options)
 
 
-def requested_delay(options: dict[str, Any], now: datetime) -> float | None:
+def requested_delay(options: dict[str, Any], now: Callable[[], datetime]) -> float | None:
     """Seconds from now until the task may run, from apply_async's countdown or eta."""
     if options.get("countdown") is not None:
         return float(options["countdown"])
@@ -71,7 +72,7 @@ def requested_delay(options: dict[str, Any], now: datetime) -> float | None:
         return None
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
-    return (maybe_make_aware(eta) - now).total_seconds()
+    return (maybe_make_aware(eta) - now()).total_seconds()
 
 
 def _shutting_down() -> bool:

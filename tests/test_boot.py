@@ -5,15 +5,24 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from .support.processes import wait_until
+from .support import tools
+from .support.processes import ManagedProcess, wait_until
+from .support.redis_server import (
+    make_tls_files,
+    redis_server_binary,
+    start_private_redis,
+    start_sentinel,
+    start_tls_redis,
+)
 from .support.render import ACME, DEFAULTS, RABBITMQ, Project
-from .support.stack import Stack
+from .support.stack import Namespace, Stack
 from .support.tools import redis_server_of
 
 # Answers, and the Redis server kind of tools.REDIS_SERVERS ("": the session's): the defaults
@@ -168,3 +177,91 @@ def test_a_second_beat_waits_for_the_lock_and_takes_over_when_the_first_dies(
     limit = 3 * interval + 2 if stack.project.broker == "redis" else 2
     assert took_over <= limit, f"took over after {took_over:.1f} s"
     print(f"beat lock ({stack.project.broker}): second beat sent after {took_over:.1f} s")
+
+
+# --- Redis over TLS and through Sentinel --------------------------------------------------------
+
+
+class OwnRedis:
+    """Redis processes a test starts and stacks of the default project on them; the stacks stop
+    before the servers (a worker whose broker is gone waits for it at shutdown)."""
+
+    def __init__(self, render_project: Callable[..., Project], tmp_path: Path) -> None:
+        self.render_project = render_project
+        self.tmp_path = tmp_path
+        self.servers: list[ManagedProcess] = []
+        self.stacks: list[Stack] = []
+
+    def keep(self, started: tuple[ManagedProcess, int]) -> int:
+        self.servers.append(started[0])
+        return started[1]
+
+    def stack(self, broker_url: str, result_backend: str) -> Stack:
+        log_dir = self.tmp_path / f"stack{len(self.stacks)}"
+        log_dir.mkdir()
+        project = self.render_project(**DEFAULTS)
+        self.stacks.append(Stack(project, Namespace(broker_url, result_backend), log_dir))
+        return self.stacks[-1]
+
+    def close(self) -> None:
+        for stack in self.stacks:
+            stack.close()
+        for server in reversed(self.servers):
+            server.stop()
+
+
+@pytest.fixture
+def own_redis(render_project: Callable[..., Project], tmp_path: Path) -> Iterator[OwnRedis]:
+    own = OwnRedis(render_project, tmp_path)
+    yield own
+    own.close()
+
+
+def test_worker_and_senders_use_redis_over_tls(own_redis: OwnRedis, tmp_path: Path) -> None:
+    """rediss:// broker and results on a server that takes only TLS and requires a client
+    certificate: the worker and a sender run a task with the CELERY_REDIS_TLS_* files; a worker
+    that trusts another CA does not connect (the server's certificate is verified)."""
+    tls = make_tls_files(tmp_path / "tls", tools.executable("redis-tls", "openssl"))
+    server = tools.executable("redis-tls", "redis-server")
+    port = own_redis.keep(start_tls_redis(tmp_path, server, tls))
+    stack = own_redis.stack(f"rediss://127.0.0.1:{port}/0", f"rediss://127.0.0.1:{port}/1")
+    stack.extra_env = {
+        "CELERY_REDIS_TLS_CA_FILE": str(tls["ca"]),
+        "CELERY_REDIS_TLS_CERT_FILE": str(tls["client"]),
+        "CELERY_REDIS_TLS_KEY_FILE": str(tls["client-key"]),
+    }
+    worker = stack.worker(wait=False)
+
+    out = stack.probe("roundtrip")
+    assert out["process_document"]["worker"] == stack.nodename(worker)
+    assert out["process_document"]["words"] == 3
+
+    distrustful = stack.worker("w2", wait=False, CELERY_REDIS_TLS_CA_FILE=str(tls["other-ca"]))
+    wait_until(lambda: "certificate verify failed" in distrustful.log(), 30, interval=0.2)
+    assert "w2@" not in worker.log() and worker.running(), worker.log()[-3000:]
+
+
+def test_worker_and_senders_find_the_master_through_sentinel(
+    own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    """sentinel:// URLs listing two Sentinels: worker and sender ask them for the master named
+    by CELERY_REDIS_SENTINEL_MASTER; the queue and the result land on it."""
+    binary = redis_server_binary()
+    master_port = own_redis.keep(start_private_redis(tmp_path, binary=binary))
+    sentinels = [
+        own_redis.keep(start_sentinel(tmp_path, binary, master_port, "workers-main"))
+        for _ in range(2)
+    ]
+    stack = own_redis.stack(
+        *(";".join(f"sentinel://127.0.0.1:{port}/{db}" for port in sentinels) for db in (0, 1))
+    )
+    stack.extra_env = {"CELERY_REDIS_SENTINEL_MASTER": "workers-main"}
+    worker = stack.worker(wait=False)
+
+    out = stack.probe("roundtrip")
+    assert out["process_document"]["worker"] == stack.nodename(worker)
+    results = redis.Redis(port=master_port, db=1)
+    try:
+        assert results.keys("celery-task-meta-*"), "no result on the master"
+    finally:
+        results.close()

@@ -67,6 +67,12 @@ def samples(tasks: ModuleType, client: ModuleType, timeout: float = 60) -> dict[
     return out
 
 
+def roundtrip(tasks: ModuleType, client: ModuleType, timeout: float = 60) -> dict[str, Any]:
+    """One task through the broker to a worker, its result back through the backend."""
+    document = tasks.process_document.delay("doc-1", {"format": "text", "text": "over the wire"})
+    return {"process_document": document.get(timeout=timeout)}
+
+
 def send(
     tasks: ModuleType, client: ModuleType, task: str, count: int = 1, args: list[Any] | None = None
 ) -> dict[str, Any]:
@@ -138,6 +144,7 @@ def loop_lag(tasks: ModuleType, client: ModuleType, words: int = 20, timeout: fl
 
 COMMANDS = {
     "samples": samples,
+    "roundtrip": roundtrip,
     "send": send,
     "urgent_latency": urgent_latency,
     "loop_lag": loop_lag,

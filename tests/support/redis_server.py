@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -67,12 +68,92 @@ def start_private_redis(
         "redis-server", args, cwd=workdir, env=dict(os.environ), log_dir=workdir
     ).start()
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    _wait_for_ping(process, client, timeout)
+    return process, port
 
+
+def make_tls_files(directory: Path, openssl: str) -> dict[str, Path]:
+    """With openssl: a private CA, a server certificate for 127.0.0.1 and localhost, a client
+    certificate, both signed by that CA, and a second CA that signed neither. PEM paths by role."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, capture_output=True, timeout=60, check=True)
+
+    key = ["-newkey", "rsa:2048", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", *key, "-days", "2", "-subj", f"/CN={ca}", "-keyout", f"{ca}.key",
+            "-out", f"{ca}.pem")  # fmt: skip
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        run("req", *key, "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        extra = ["-extfile", "server.ext"] if name == "server" else []
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", *extra)  # fmt: skip
+    files = {"ca": "ca.pem", "other-ca": "other-ca.pem", "server": "server.pem"}
+    files |= {"server-key": "server.key", "client": "client.pem", "client-key": "client.key"}
+    return {role: directory / name for role, name in files.items()}
+
+
+def start_tls_redis(
+    workdir: Path, binary: str, tls: dict[str, Path], timeout: float = 20.0
+) -> tuple[ManagedProcess, int]:
+    """A redis-server that listens on TLS alone and requires a client certificate."""
+    port = free_port()
+    args = [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    args += ["--tls-cert-file", str(tls["server"]), "--tls-key-file", str(tls["server-key"])]
+    args += ["--tls-ca-cert-file", str(tls["ca"]), "--tls-auth-clients", "yes"]
+    args += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    process = ManagedProcess(
+        "redis-tls", args, cwd=workdir, env=dict(os.environ), log_dir=workdir
+    ).start()
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        ssl=True,
+        ssl_ca_certs=str(tls["ca"]),
+        ssl_certfile=str(tls["client"]),
+        ssl_keyfile=str(tls["client-key"]),
+        socket_connect_timeout=1,
+    )
+    _wait_for_ping(process, client, timeout)
+    return process, port
+
+
+def start_sentinel(
+    workdir: Path, binary: str, master_port: int, master_name: str, timeout: float = 20.0
+) -> tuple[ManagedProcess, int]:
+    """A Sentinel (the server binary in sentinel mode) that monitors 127.0.0.1:master_port."""
+    port = free_port()
+    config = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its file: one per instance
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n"
+    )
+    process = ManagedProcess(
+        "sentinel", [binary, str(config), "--sentinel"], cwd=workdir, env=dict(os.environ),
+        log_dir=workdir,
+    ).start()  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+
+    def knows_master() -> bool:
+        return bool(client.execute_command("SENTINEL", "get-master-addr-by-name", master_name))
+
+    _wait_for_ping(process, client, timeout, ready=knows_master)
+    return process, port
+
+
+def _wait_for_ping(
+    process: ManagedProcess,
+    client: redis.Redis,
+    timeout: float,
+    ready: Callable[[], bool] | None = None,
+) -> None:
     def answers() -> bool:
         if not process.running():
-            raise RuntimeError(f"redis-server exited:\n{process.log()[-2000:]}")
+            raise RuntimeError(f"{process.name} exited:\n{process.log()[-2000:]}")
         try:
-            return bool(client.ping())
+            return bool(client.ping()) and (ready is None or ready())
         except redis.ConnectionError:
             return False
 
@@ -83,4 +164,3 @@ def start_private_redis(
         raise
     finally:
         client.close()
-    return process, port

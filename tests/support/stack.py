@@ -125,6 +125,8 @@ class Stack:
         self.celery = str(venv / "bin" / "celery") if venv else CELERY
         self.cwd = log_dir if venv else project.path
         self.processes: list[ManagedProcess] = []
+        # Variables every process of the stack gets (worker, beat, probe), before per-call ones.
+        self.extra_env: dict[str, str] = {}
         self.control_app = Celery("test-control", broker=namespace.broker_url, set_as_current=False)
 
     # -- environment --------------------------------------------------------------------------
@@ -136,6 +138,7 @@ class Stack:
         env.update(PYTHONUNBUFFERED="1", CELERY_BROKER_URL=self.namespace.broker_url)
         if self.project.result_backend != "none":
             env["CELERY_RESULT_BACKEND"] = self.namespace.result_backend
+        env.update(self.extra_env)
         env.update(extra)
         return env
 

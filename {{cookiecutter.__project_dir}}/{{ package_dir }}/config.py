@@ -1,3 +1,4 @@
+{%- set uses_redis = broker == 'redis' or result_backend == 'redis' -%}
 """Worker configuration: every setting read from the environment, parsed and checked in one place.
 
 `load_settings()` turns the environment into a `Settings` object and raises `ConfigError` naming the
@@ -10,6 +11,9 @@ Celery's settings reference: https://docs.celeryq.dev/en/stable/userguide/config
 from __future__ import annotations
 
 import os
+{%- if uses_redis %}
+import ssl
+{%- endif %}
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass{{ ', replace' if broker == 'redis' else '' }}
@@ -122,6 +126,28 @@ VARIABLES: tuple[Variable, ...] = (
         "Seconds before Redis re-delivers an unacknowledged task; empty computes the smallest safe value.",
     ),
 {%- endif %}
+{%- if uses_redis %}
+    Variable(
+        "CELERY_REDIS_SENTINEL_MASTER",
+        "",
+        "Name of the master the Sentinels monitor; required with sentinel:// URLs.",
+    ),
+    Variable(
+        "CELERY_REDIS_TLS_CA_FILE",
+        "",
+        "CA certificates (PEM) that sign the server's for rediss:// URLs; empty means the system's.",
+    ),
+    Variable(
+        "CELERY_REDIS_TLS_CERT_FILE",
+        "",
+        "Client certificate (PEM) for rediss:// URLs, when the server asks for one.",
+    ),
+    Variable(
+        "CELERY_REDIS_TLS_KEY_FILE",
+        "",
+        "Private key (PEM) of CELERY_REDIS_TLS_CERT_FILE; both or neither.",
+    ),
+{%- endif %}
     Variable(
         "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT",
         "60",
@@ -191,6 +217,10 @@ class Settings:
     max_memory_per_child: int | None
     task_max_delay: int | None
     visibility_timeout: int
+    redis_sentinel_master: str
+    redis_tls_ca_file: str
+    redis_tls_cert_file: str
+    redis_tls_key_file: str
     soft_shutdown_timeout: float
     worker_queues: tuple[str, ...]
     log_level: str
@@ -352,6 +382,17 @@ def load_settings(environ: Mapping[str, str] | None = None, beat: bool = True) -
         task_max_delay=None,  # RabbitMQ holds delayed messages per connection; no timeout involved.
         visibility_timeout=0,
 {%- endif %}
+{%- if uses_redis %}
+        redis_sentinel_master=env.raw("CELERY_REDIS_SENTINEL_MASTER"),
+        redis_tls_ca_file=env.checked("CELERY_REDIS_TLS_CA_FILE", _check_file, READABLE_FILE),
+        redis_tls_cert_file=env.checked("CELERY_REDIS_TLS_CERT_FILE", _check_file, READABLE_FILE),
+        redis_tls_key_file=env.checked("CELERY_REDIS_TLS_KEY_FILE", _check_file, READABLE_FILE),
+{%- else %}
+        redis_sentinel_master="",
+        redis_tls_ca_file="",
+        redis_tls_cert_file="",
+        redis_tls_key_file="",
+{%- endif %}
         soft_shutdown_timeout=env.number("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 0),
         worker_queues=_parse_queues(
             env.checked(
@@ -403,6 +444,60 @@ def shortest_visibility_timeout(settings: Settings) -> int:
     assert settings.task_max_delay is not None
     return settings.task_max_delay + 2 * settings.task_time_limit + VISIBILITY_MARGIN
 {%- endif %}
+{%- if uses_redis %}
+
+
+READABLE_FILE = "expected the path of a readable file, or empty"
+
+
+def _check_file(value: str) -> None:
+    if value and not os.access(value, os.R_OK):
+        raise ValueError(value)
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def redis_urls(settings: Settings) -> dict[str, str]:
+    """The Redis URLs in use, by variable name."""
+    urls = {
+{%- if broker == 'redis' %}
+        "CELERY_BROKER_URL": settings.broker_url,
+{%- endif %}
+{%- if result_backend == 'redis' %}
+        "CELERY_RESULT_BACKEND": settings.result_backend or "",
+{%- endif %}
+    }
+    schemes = ("redis", "rediss", "sentinel")
+    return {name: url for name, url in urls.items() if _scheme(url) in schemes}
+
+
+def redis_tls_options(settings: Settings) -> dict[str, Any]:
+    """TLS options of rediss:// connections (kombu's and redis-py's names); the server's
+    certificate is always verified."""
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if settings.redis_tls_ca_file:
+        options["ssl_ca_certs"] = settings.redis_tls_ca_file
+    if settings.redis_tls_cert_file:
+        options["ssl_certfile"] = settings.redis_tls_cert_file
+        options["ssl_keyfile"] = settings.redis_tls_key_file
+    return options
+
+
+def _check_redis(settings: Settings) -> None:
+    if bool(settings.redis_tls_cert_file) != bool(settings.redis_tls_key_file):
+        raise ConfigError(
+            f"CELERY_REDIS_TLS_KEY_FILE='{settings.redis_tls_key_file}' is invalid: "
+            "CELERY_REDIS_TLS_CERT_FILE and CELERY_REDIS_TLS_KEY_FILE are set together or not at all"
+        )
+    sentinel = [name for name, url in redis_urls(settings).items() if _scheme(url) == "sentinel"]
+    if sentinel and not settings.redis_sentinel_master:
+        raise ConfigError(
+            "CELERY_REDIS_SENTINEL_MASTER='' is invalid: expected the master's name (as in "
+            f"`sentinel monitor <name> ...`), since {' and '.join(sentinel)} use sentinel://"
+        )
+{%- endif %}
 
 
 def _check_schedule_filename(value: str) -> None:
@@ -425,6 +520,9 @@ def _check_consistency(settings: Settings) -> None:
             f"{VISIBILITY_MARGIN}), or Redis delivers delayed and running tasks a second time; "
             "leave it empty for that value"
         )
+{%- endif %}
+{%- if uses_redis %}
+    _check_redis(settings)
 {%- endif %}
 
 
@@ -501,6 +599,12 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": RESTORE_SWEEP_INTERVAL,
         "unacked_restore_throttle": 1,
     }
+    if _scheme(settings.broker_url) == "sentinel":
+        # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#configuration
+        config["broker_transport_options"]["master_name"] = settings.redis_sentinel_master
+    elif _scheme(settings.broker_url) == "rediss":
+        # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-use-ssl
+        config["broker_use_ssl"] = redis_tls_options(settings)
     # Not a Celery setting: WorkerTask.apply_async (celery_app.py) refuses longer delays.
     config["workers_task_max_delay"] = settings.task_max_delay
 {%- else %}
@@ -513,6 +617,15 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
 {%- if result_backend != 'none' %}
     config["result_backend"] = settings.result_backend
     config["result_expires"] = settings.result_expires
+{%- if result_backend == 'redis' %}
+    backend_scheme = _scheme(settings.result_backend or "")
+    if backend_scheme == "sentinel":
+        # https://docs.celeryq.dev/en/stable/userguide/configuration.html#redis-backend-settings
+        config["result_backend_transport_options"] = {"master_name": settings.redis_sentinel_master}
+    elif backend_scheme == "rediss":
+        # https://docs.celeryq.dev/en/stable/userguide/configuration.html#redis-backend-use-ssl
+        config["redis_backend_use_ssl"] = redis_tls_options(settings)
+{%- endif %}
     # Store task name, args and worker with the result (Flower and debugging use them).
     config["result_extended"] = True
 {%- else %}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+{% if broker == 'redis' or result_backend == 'redis' -%}
+import ssl
+{% endif -%}
 from pathlib import Path
 
 import pytest
@@ -75,6 +78,47 @@ def test_env_example_lists_every_variable_with_its_default() -> None:
     pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
     example = {name: value.strip('"') for name, value in pairs}
     assert example == {variable.name: variable.default for variable in VARIABLES}
+
+{%- if broker == 'redis' or result_backend == 'redis' %}
+{%- set redis_variable = 'CELERY_BROKER_URL' if broker == 'redis' else 'CELERY_RESULT_BACKEND' %}
+
+
+def test_redis_over_tls_verifies_the_server(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    environ = {
+{%- if broker != 'redis' %}
+        "CELERY_BROKER_URL": "amqp://localhost//",
+{%- endif %}
+        "{{ redis_variable }}": "rediss://redis.example:6380/0",
+        "CELERY_REDIS_TLS_CA_FILE": str(ca),
+    }
+    config = celery_settings(load_settings(environ))
+    options = config["{{ 'broker_use_ssl' if broker == 'redis' else 'redis_backend_use_ssl' }}"]
+    assert options == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(ca)}
+    unreadable = r"CELERY_REDIS_TLS_CA_FILE='/nowhere/ca\.pem' is invalid"
+    with pytest.raises(ConfigError, match=unreadable):
+        load_settings({**environ, "CELERY_REDIS_TLS_CA_FILE": "/nowhere/ca.pem"})
+    with pytest.raises(ConfigError, match="CELERY_REDIS_TLS_KEY_FILE='' is invalid"):
+        load_settings({**environ, "CELERY_REDIS_TLS_CERT_FILE": str(ca)})
+
+
+def test_sentinel_urls_need_the_master_name() -> None:
+    environ = {
+{%- if broker != 'redis' %}
+        "CELERY_BROKER_URL": "amqp://localhost//",
+{%- endif %}
+        "{{ redis_variable }}": "sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379/0",
+    }
+    with pytest.raises(ConfigError, match="CELERY_REDIS_SENTINEL_MASTER='' is invalid"):
+        load_settings(environ)
+    config = celery_settings(load_settings({**environ, "CELERY_REDIS_SENTINEL_MASTER": "main"}))
+{%- if broker == 'redis' %}
+    assert config["broker_transport_options"]["master_name"] == "main"
+{%- else %}
+    assert config["result_backend_transport_options"] == {"master_name": "main"}
+{%- endif %}
+{%- endif %}
 
 
 def test_worker_queues_must_be_declared_and_unspaced() -> None:

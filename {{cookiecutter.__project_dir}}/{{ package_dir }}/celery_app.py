@@ -8,6 +8,9 @@ use.
 from __future__ import annotations
 
 import os
+{%- if broker == 'rabbitmq' %}
+import re
+{%- endif %}
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -21,6 +24,9 @@ from celery.worker.consumer import Consumer
 
 from .config import ConfigError, Settings, celery_settings, load_settings
 from .health import RECONNECTING, mark, touch
+{%- if broker == 'rabbitmq' %}
+from .routing import QUEUE_NAMES
+{%- endif %}
 
 APP_NAME = "{{ package_path }}"
 
@@ -35,6 +41,12 @@ def _runs_celery_command() -> bool:
 CHECK_BEAT = _runs_celery_command()
 
 
+{%- if broker == 'rabbitmq' %}
+# The routing key of a delayed message: 28 binary digits of the delay, then the queue's key.
+DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
+{%- endif %}
+
+
 class DelayTooLong(ValueError):
     """A countdown or ETA beyond CELERY_TASK_MAX_DELAY (the message names both)."""
 
@@ -45,6 +57,7 @@ class WorkerTask(Task):  # type: ignore[type-arg]
     # Delay before a task is run again after its pool process was lost (task_retry_on_worker_lost)
     # or after a bare self.retry(). Celery's 180 s default leaves crashed work idle for minutes.
     default_retry_delay = 10
+{%- if broker == 'redis' %}
 
     def apply_async(self, *args: Any, **options: Any) -> Any:
         """Refuse a countdown or ETA beyond CELERY_TASK_MAX_DELAY before anything is sent: the
@@ -61,6 +74,29 @@ class WorkerTask(Task):  # type: ignore[type-arg]
                 " the work with beat."
             )
         return super().apply_async(*args, **options)
+{%- else %}
+
+    def apply_async(self, *args: Any, **options: Any) -> Any:
+        """Round a delay under 1 s up to 1 s. RabbitMQ's delayed delivery (routing.py) counts whole
+        seconds: Celery refuses 0 < countdown < 1 with ValueError, which in a retry drops the task."""
+        if options.get("countdown") is not None or options.get("eta") is not None:
+            delay = requested_delay(options, self.app.now)
+            if delay is not None and 0 < delay < 1:
+                options.pop("eta", None)
+                options["countdown"] = 1
+        return super().apply_async(*args, **options)
+
+    def signature_from_request(self, request: Any = None, *args: Any, **options: Any) -> Any:
+        """A retry goes back to the queue its message came from. Celery re-routes a delayed retry
+        by task name, so a task sent with apply_async(queue=...) would retry on the default queue."""
+        request = self.request if request is None else request
+        if options.get("queue") is None:
+            routing_key = (request.delivery_info or {}).get("routing_key") or ""
+            queue = DELAY_PREFIX.sub("", routing_key)  # delayed: "<28 binary digits>.<queue>"
+            if queue in QUEUE_NAMES:
+                options["queue"] = queue
+        return super().signature_from_request(request, *args, **options)
+{%- endif %}
 
 
 def requested_delay(options: dict[str, Any], now: Callable[[], datetime]) -> float | None:

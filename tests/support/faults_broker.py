@@ -353,7 +353,9 @@ def publish_raw(broker_url: str, queue: str, message: dict[str, Any]) -> str:
         producer = connection.Producer()
         producer.publish(
             message["body"],
-            exchange=Exchange(queue, type="direct"),
+            # RabbitMQ: the default exchange routes by queue name (the project's exchanges are
+            # "<queue>-topic"); Redis: the direct exchange kombu declared for the queue.
+            exchange="" if broker_url.startswith("amqp") else Exchange(queue, type="direct"),
             routing_key=queue,
             content_type=message["content_type"],
             content_encoding=message["content_encoding"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kombu.pools
 from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu import Connection
@@ -127,7 +128,17 @@ class Stack:
         self.processes: list[ManagedProcess] = []
         # Variables every process of the stack gets (worker, beat, probe), before per-call ones.
         self.extra_env: dict[str, str] = {}
-        self.control_app = Celery("test-control", broker=namespace.broker_url, set_as_current=False)
+        self.control_app = self._control_app()
+
+    def _control_app(self) -> Celery:
+        return Celery("test-control", broker=self.namespace.broker_url, set_as_current=False)
+
+    def reset_control(self) -> None:
+        """A new control app, and no pooled connection: those died with the broker's (kombu keeps
+        one pool per URL for the whole process, and Celery's broadcasts do not retry)."""
+        self.control_app.close()
+        kombu.pools.reset()
+        self.control_app = self._control_app()
 
     # -- environment --------------------------------------------------------------------------
     def env(self, **extra: str) -> dict[str, str]:
@@ -189,6 +200,12 @@ class Stack:
         node = self.nodename(process)
         stats = self.control_app.control.inspect(destination=[node], timeout=2.0).stats() or {}
         return dict(stats.get(node, {}).get("total", {}))
+
+    def active_tasks(self, process: ManagedProcess) -> list[dict[str, Any]]:
+        """Tasks the worker runs now (Celery's own `inspect active`)."""
+        node = self.nodename(process)
+        active = self.control_app.control.inspect(destination=[node], timeout=2.0).active() or {}
+        return list(active.get(node, []))
 
     def queue_length(self, queue: str) -> int:
         with Connection(self.namespace.broker_url) as connection:

@@ -161,6 +161,10 @@ def create_celery_app(**overrides: Any) -> Celery[WorkerTask]:
     if "broker_url" in overrides:
         overrides.setdefault("broker_read_url", overrides["broker_url"])
         overrides.setdefault("broker_write_url", overrides["broker_url"])
+{%- if broker == 'redis' %}
+        # The URL's own transport (memory:// in tests), not config.py's Redis one.
+        overrides.setdefault("broker_transport", None)
+{%- endif %}
     if "result_backend" in overrides:
         app.backend_cls = overrides["result_backend"]
     app.conf.update(overrides)

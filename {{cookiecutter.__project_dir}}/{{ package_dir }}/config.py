@@ -566,10 +566,12 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-connection-retry-on-startup
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        # On connection loss, cancel running late-ack tasks: the broker re-delivers them anyway, and
-        # letting them finish would run them twice.
+        # RabbitMQ: on connection loss, cancel running late-ack tasks: the broker re-delivers them at
+        # once, and letting them finish would run them twice. Redis: let them finish and ack through
+        # the new connection (redis_transport.py); cancelled, they would wait for the visibility
+        # timeout.
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-cancel-long-running-tasks-on-connection-loss
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": BROKER == "rabbitmq",
         # Cold shutdown (SIGQUIT) first gives running tasks this long to finish, then requeues them.
         # SIGTERM stays a warm shutdown that waits for running tasks.
         # https://docs.celeryq.dev/en/stable/userguide/workers.html#soft-shutdown
@@ -599,6 +601,9 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": RESTORE_SWEEP_INTERVAL,
         "unacked_restore_throttle": 1,
     }
+    # kombu's transport, with the fixes of redis_transport.py for a connection lost mid-task.
+    transport = "SentinelTransport" if _scheme(settings.broker_url) == "sentinel" else "Transport"
+    config["broker_transport"] = f"{__package__}.redis_transport:{transport}"
     if _scheme(settings.broker_url) == "sentinel":
         # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#configuration
         config["broker_transport_options"]["master_name"] = settings.redis_sentinel_master

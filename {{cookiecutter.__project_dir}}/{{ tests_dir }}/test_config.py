@@ -28,7 +28,13 @@ def test_defaults_are_safe() -> None:
     assert config["task_retry_on_worker_lost"] is True
     assert config["worker_prefetch_multiplier"] == 1
     assert config["broker_connection_retry_on_startup"] is True
+{%- if broker == 'redis' %}
+    # A task running through a lost connection finishes and acks (redis_transport.py).
+    assert config["worker_cancel_long_running_tasks_on_connection_loss"] is False
+    assert config["broker_transport"] == "{{ package_path }}.redis_transport:Transport"
+{%- else %}
     assert config["worker_cancel_long_running_tasks_on_connection_loss"] is True
+{%- endif %}
     assert settings.task_soft_time_limit < settings.task_time_limit
 {%- if broker == 'redis' %}
     # Redis: the visibility timeout covers the longest hold (delay + wait + run) and no more.
@@ -115,6 +121,7 @@ def test_sentinel_urls_need_the_master_name() -> None:
     config = celery_settings(load_settings({**environ, "CELERY_REDIS_SENTINEL_MASTER": "main"}))
 {%- if broker == 'redis' %}
     assert config["broker_transport_options"]["master_name"] == "main"
+    assert config["broker_transport"].endswith(".redis_transport:SentinelTransport")
 {%- else %}
     assert config["result_backend_transport_options"] == {"master_name": "main"}
 {%- endif %}
@@ -136,6 +143,9 @@ def test_another_app_does_not_take_over_the_tasks() -> None:
     other = create_celery_app(broker_url="memory://")
     assert other is not app
     assert process_document.app is app
+    # The URL given decides the transport (config.py's Redis transport only for Redis URLs).
+    with other.connection_for_write() as connection:
+        assert connection.transport.driver_type == "memory"
 
 
 def test_a_sender_does_not_depend_on_beats_variables() -> None:

@@ -255,7 +255,9 @@ def test_worker_started_while_the_redis_broker_is_down_gets_the_persisted_backlo
     worker = stack.worker(wait=False, FAULT_RECORDER_URL=recorder.url, **REDIS_WORKER_ENV)
     publisher = Publisher(stack, prefix="late-broker")
     # The worker is up and retrying, not exited: broker_connection_retry_on_startup.
-    wait_until(lambda: "Cannot connect to redis://" in worker.log(), 30, interval=0.1)
+    # kombu names the transport class, not the URL's scheme (config.py's broker_transport).
+    retrying = f"Cannot connect to {stack.project.package_path}.redis_transport:Transport://"
+    wait_until(lambda: retrying in worker.log(), 30, interval=0.1)
     wait_until(lambda: publisher.refused() >= 3, 30, interval=0.1)
     assert worker.running(), worker.log()[-3000:]
     assert recorder.finished() == []

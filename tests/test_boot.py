@@ -260,7 +260,7 @@ def test_worker_and_senders_find_the_master_through_sentinel(
 
     out = stack.probe("roundtrip")
     assert out["process_document"]["worker"] == stack.nodename(worker)
-    results = redis.Redis(port=master_port, db=1)
+    results = redis.Redis(host="127.0.0.1", port=master_port, db=1)
     try:
         assert results.keys("celery-task-meta-*"), "no result on the master"
     finally:

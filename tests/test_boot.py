@@ -265,3 +265,53 @@ def test_worker_and_senders_find_the_master_through_sentinel(
         assert results.keys("celery-task-meta-*"), "no result on the master"
     finally:
         results.close()
+
+
+# --- enqueue_many ------------------------------------------------------------------------------
+
+
+def test_enqueue_many_publishes_the_message_apply_async_publishes(broker_stack: Stack) -> None:
+    """No worker: one process_document sent with apply_async, one with enqueue_many. As they sit
+    in the queue, the two messages differ only in the task id and the arguments."""
+    out = broker_stack.probe("bulk_messages", queue="default")
+    single, bulk = out["messages"]
+    single_id, bulk_id = out["ids"]
+    assert (single["headers"]["id"], bulk["headers"]["id"]) == (single_id, bulk_id)
+    assert single["properties"].pop("correlation_id") == single_id
+    assert bulk["properties"].pop("correlation_id") == bulk_id
+    for message in (single, bulk):
+        message["properties"].pop("delivery_tag", None)
+    varying = {"id", "root_id", "argsrepr", "kwargsrepr"}  # a task sent alone is its own root
+    assert single["headers"]["root_id"] == single_id and bulk["headers"]["root_id"] == bulk_id
+    assert {k: v for k, v in single["headers"].items() if k not in varying} == {
+        k: v for k, v in bulk["headers"].items() if k not in varying
+    }
+    assert bulk["headers"]["argsrepr"] == "('doc-2',)"
+    assert bulk["headers"]["kwargsrepr"] == "{'options': {'format': 'text', 'text': 'same words'}}"
+    assert single["properties"] == bulk["properties"]
+    assert single["routing_key"] == bulk["routing_key"] == "default"
+    assert single["content_type"] == bulk["content_type"] == "application/json"
+    assert single["body"][0] == ["doc-1", {"format": "text", "text": "same words"}]
+    assert bulk["body"][:2] == [["doc-2"], {"options": {"format": "text", "text": "same words"}}]
+    assert single["body"][2] == bulk["body"][2]
+
+
+def test_enqueue_many_tasks_run_with_their_results_in_order(broker_stack: Stack) -> None:
+    """500 calls in chunks of 64: a worker runs each, and the ids come back in argument order.
+    Then the argument iterator fails at call 150: the error reports the 128 calls of the two
+    full chunks as accepted, they run, and nothing of the third chunk was sent."""
+    stack = broker_stack
+    stack.worker()
+    out = stack.probe("bulk_run", count=500, chunk_size=64)
+    assert out["error"] is None
+    assert len(set(out["ids"])) == 500
+    assert out["documents"] == [f"doc-{index}" for index in range(500)]
+
+    failed = stack.probe("bulk_run", count=500, chunk_size=64, fail_at=150)
+    assert failed["error"]["type"] == "EnqueueError", failed["error"]
+    assert failed["error"]["accepted"] == 128 == len(failed["ids"])
+    assert "128 call(s) accepted" in failed["error"]["message"]
+    assert failed["documents"] == [f"doc-{index}" for index in range(128)]
+    wait_until(lambda: not stack.active_tasks(stack.processes[0]), 30)
+    assert stack.queue_length("default") == 0
+    print(f"enqueue_many ({stack.project.broker}): 500 calls in {out['seconds']:.2f} s")

@@ -142,10 +142,75 @@ def loop_lag(tasks: ModuleType, client: ModuleType, words: int = 20, timeout: fl
     return asyncio.run(main())
 
 
+def _raw(app: Any, queue: str) -> dict[str, Any]:
+    """The next message of `queue`, taken off it as a worker would see it."""
+    with app.connection_for_read() as connection:
+        bound = app.amqp.queues[queue].bind(connection.default_channel)
+        message = bound.get(no_ack=True, accept=["json"])
+        assert message is not None, f"no message in {queue}"
+        return {
+            "headers": dict(message.headers),
+            "properties": {
+                k: v
+                for k, v in message.properties.items()
+                if k not in ("delivery_info", "application_headers")  # headers: above
+            },
+            "routing_key": message.delivery_info.get("routing_key"),
+            "body": message.decode(),
+            "content_type": message.content_type,
+        }
+
+
+def bulk_messages(tasks: ModuleType, client: ModuleType, queue: str) -> dict[str, Any]:
+    """With no worker running: one process_document through apply_async and one through
+    enqueue_many; both messages as they sit in `queue`."""
+    package = importlib.import_module(tasks.__name__.rsplit(".", 1)[0])
+    document = {"format": "text", "text": "same words"}
+    single = tasks.process_document.apply_async(("doc-1", document)).id
+    (bulk,) = package.enqueue_many(tasks.process_document, [("doc-2",)], [{"options": document}])
+    app = tasks.process_document.app
+    return {"ids": [single, bulk], "messages": [_raw(app, queue), _raw(app, queue)]}
+
+
+def bulk_run(
+    tasks: ModuleType,
+    client: ModuleType,
+    count: int,
+    chunk_size: int,
+    fail_at: int = -1,
+    results: bool = True,
+) -> dict[str, Any]:
+    """enqueue_many of `count` process_document calls; their results in order (unless not
+    `results`). fail_at: the argument iterator raises there (a failure mid-way)."""
+    package = importlib.import_module(tasks.__name__.rsplit(".", 1)[0])
+    from celery.result import AsyncResult
+
+    def arguments() -> Any:
+        for index in range(count):
+            if index == fail_at:
+                raise RuntimeError(f"no argument {index}")
+            yield (f"doc-{index}", {"format": "text", "text": "one two three"})
+
+    started = time.perf_counter()
+    try:
+        ids = package.enqueue_many(tasks.process_document, arguments(), chunk_size=chunk_size)
+        error = None
+    except Exception as failure:
+        ids, error = failure.ids, {"type": type(failure).__name__, "accepted": failure.accepted,
+                                   "message": str(failure)}  # fmt: skip
+    sent = time.perf_counter() - started
+    documents = [
+        AsyncResult(task_id).get(timeout=120)["document_id"] for task_id in (ids if results else [])
+    ]
+    return {"ids": ids, "documents": documents, "error": error, "seconds": sent}
+
+
 COMMANDS = {
     "samples": samples,
     "roundtrip": roundtrip,
     "send": send,
+    "bulk_messages": bulk_messages,
+    "bulk_run": bulk_run,
     "urgent_latency": urgent_latency,
     "loop_lag": loop_lag,
 }

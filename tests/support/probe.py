@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -99,14 +100,21 @@ def urgent_latency(
         if time.monotonic() > deadline:
             raise TimeoutError("no long task started")
         time.sleep(0.05)
-    latencies, workers = [], []
+    latencies, starts, workers = [], [], []
     for _ in range(samples):
-        sent = time.monotonic()
+        sent, sent_at = time.monotonic(), time.time()
         value = tasks.health_check.delay().get(timeout=timeout, interval=0.01)
         latencies.append(time.monotonic() - sent)
+        # health_check reports when it ran: send to start, on this machine's one clock.
+        starts.append(datetime.fromisoformat(value["checked_at"]).timestamp() - sent_at)
         workers.append(value["worker"])
     unfinished = sum(1 for result in longs if not result.ready())
-    return {"latencies": latencies, "workers": workers, "long_unfinished": unfinished}
+    return {
+        "latencies": latencies,
+        "starts": starts,
+        "workers": workers,
+        "long_unfinished": unfinished,
+    }
 
 
 def loop_lag(tasks: ModuleType, client: ModuleType, words: int = 20, timeout: float = 60) -> Any:

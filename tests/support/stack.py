@@ -162,11 +162,16 @@ class Stack:
         return process.start()
 
     def worker(
-        self, name: str = "w1", queues: str | None = None, wait: bool = True, **extra_env: str
+        self,
+        name: str = "w1",
+        queues: str | None = None,
+        wait: bool = True,
+        concurrency: int = 2,
+        **extra_env: str,
     ) -> ManagedProcess:
         """`celery -A <package>.celery_app worker --loglevel=INFO`, as the reference shows it."""
         args = [self.celery, "-A", f"{self.project.package_path}.celery_app", "worker"]
-        args += ["--loglevel=INFO", "-n", f"{name}@%h", "--concurrency=2"]
+        args += ["--loglevel=INFO", "-n", f"{name}@%h", f"--concurrency={concurrency}"]
         if queues:
             args += ["-Q", queues]
         process = self.start(name, args, **extra_env)

@@ -552,10 +552,14 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_retry_on_worker_lost": settings.reject_on_worker_lost,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
-        # STARTED lets clients and Flower tell a queued task from a running one.
-        "task_track_started": True,
-        "task_send_sent_event": True,
-        "worker_send_task_events": True,
+        # STARTED only for the tasks that run long enough to be watched: tasks.py sets
+        # track_started=True on them. Each STARTED is one more write to the result backend.
+        "task_track_started": False,
+        # No task events by default: each task would publish two to four event messages. Flower
+        # switches them on in the workers while it runs (its enable_events option, on by default).
+        # https://flower.readthedocs.io/en/latest/config.html#enable-events
+        "task_send_sent_event": False,
+        "worker_send_task_events": False,
         # One reserved message per process: long tasks are not stuck behind a busy process.
         # https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits
         "worker_prefetch_multiplier": settings.prefetch_multiplier,

@@ -60,7 +60,7 @@ def process_document(
     }
 
 
-@shared_task(bind=True)
+@shared_task(bind=True, track_started=True)  # long: STARTED tells a queued call from a running one
 def analyze_content(
     self: Task[Any, Any], content: str, chunk_size: int = 50, step_delay: float = 0.0
 ) -> dict[str, Any]:

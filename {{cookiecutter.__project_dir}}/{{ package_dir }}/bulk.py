@@ -239,8 +239,8 @@ CONFIRM_TIMEOUT = 30
 @contextmanager
 def _confirming_sender(task: Task) -> Iterator[Any]:  # type: ignore[type-arg]
     """RabbitMQ: a connection of its own without a wait per message; its channel in confirm
-    mode; after each chunk, wait until RabbitMQ confirmed everything published on it so far
-    (task messages and task-sent events alike: delivery tags count both)."""
+    mode; after each chunk, wait until RabbitMQ confirmed every message published on it so far
+    (delivery tags count the messages of the channel: 1, 2, ...)."""
     app = task.app
     with app.connection_for_write(transport_options={"confirm_publish": False}) as connection:
         channel: Any = connection.channel()
@@ -255,17 +255,11 @@ def _confirming_sender(task: Task) -> Iterator[Any]:  # type: ignore[type-arg]
 
         channel.events["basic_ack"].add(on_ack)
         channel.events["basic_nack"].add(on_nack)
-        basic_publish = channel.basic_publish
-
-        def counted_publish(*args: Any, **kwargs: Any) -> Any:
-            state["published"] += 1
-            return basic_publish(*args, **kwargs)
-
-        channel.basic_publish = counted_publish
         publisher = _Publisher(task, app.amqp.Producer(channel))
 
         def send(chunk: list[Call]) -> list[str]:
             ids = publisher.publish(chunk)
+            state["published"] += len(ids)  # a bulk publishes task messages only
             while state["confirmed"] < state["published"] and not state["refused"]:
                 connection.drain_events(timeout=CONFIRM_TIMEOUT)
             if state["refused"]:

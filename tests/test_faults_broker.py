@@ -473,16 +473,24 @@ def test_rabbitmq_delays_longer_than_the_consumer_timeout_run_once(
             "options": on_urgent,  # only on this queue: a retry sent elsewhere would never run
         },
     ]
+    delay_queues = [name for name in node.queues() if name.startswith("celery_delayed_")]
+    assert delay_queues, "the worker declared no delayed delivery queues"
     sent = time.monotonic()
     send_calls(stack, calls, {"FAULT_RECORDER_URL": recorder.url, **WORKER_ENV})
 
+    # Where the 6 s countdown waits is sampled over AMQP (fast) on every poll; the unacked
+    # counts of every queue by rabbitmqctl (seconds per call) as often as it manages.
+    delayed: set[str] = set()
     samples: list[dict[str, tuple[int, int]]] = []
 
     def done_while_sampling() -> bool:
+        delayed.update(name for name, ready in node.ready(delay_queues).items() if ready)
+        if "delayed" in recorder.finished():
+            return True
         samples.append(node.queues())
-        return "delayed" in recorder.finished()
+        return False
 
-    wait_until(done_while_sampling, 30, interval=0.5)
+    wait_until(done_while_sampling, 30, interval=0.2)
     ran_after = time.monotonic() - sent
     keys = {"delayed", "sub-second", "retried:retried", "retried"}
     executions = recorder.wait_for(keys, DRAIN_TIMEOUT)
@@ -497,8 +505,8 @@ def test_rabbitmq_delays_longer_than_the_consumer_timeout_run_once(
     assert figure.lost == 0 and figure.duplicated == 0, (executions, worker.log()[-3000:])
     assert ran_after >= 5, f"the countdown was not honoured: ran after {ran_after:.1f} s"
     assert all(unacked == 0 for queues in samples for _, unacked in queues.values()), samples
-    delayed = {name for queues in samples for name, (ready, _) in queues.items() if ready}
-    assert any(name.startswith("celery_delayed_") for name in delayed), samples
+    assert samples, "no rabbitmqctl sample was taken while the countdown waited"
+    assert delayed, "the countdown was never seen in RabbitMQ's delayed delivery queues"
     log = worker.log()
     assert "PRECONDITION_FAILED" not in log and CONNECTION_LOST not in log, log[-3000:]
     assert worker.running(), log[-3000:]

@@ -137,6 +137,21 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.tool("browser")
+def read_row(driver: Any, row_xpath: str, deadline: float) -> list[str]:
+    """The cells of a table row. Flower redraws the table as worker events arrive (it switches
+    them on in the worker when it starts), so a row found a moment ago may be gone: read again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    while True:
+        try:
+            row = driver.find_element(By.XPATH, row_xpath)
+            return [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        except StaleElementReferenceException:
+            assert time.monotonic() < deadline, "the workers table kept changing"
+            time.sleep(0.25)
+
+
 def test_headless_chromium_logs_in_to_flower_and_sees_the_worker(
     flower_site: FlowerSite, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
@@ -161,8 +176,7 @@ def test_headless_chromium_logs_in_to_flower_and_sees_the_worker(
                 driver.refresh()
                 reloaded = time.monotonic()
             time.sleep(0.25)
-        row = driver.find_element(By.XPATH, row_xpath)
-        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        cells = read_row(driver, row_xpath, deadline)
         assert cells[0] == site.node and "Online" in cells, cells
         assert driver.title.startswith("Workers")
         # The dashboard's own figures, read from the page a person sees.

@@ -12,9 +12,11 @@ finds the key gone or taken when it wakes, and sends nothing until it holds it a
 {%- else %}
 
 RabbitMQ: an exclusive queue, which only one connection can declare; the broker drops it when
-that connection closes, so a beat that stops or dies frees it at once. The holder's connection
-sends heartbeats on every loop; a beat that lost its connection sends nothing until it holds the
-queue again.
+that connection closes, so a beat that stops or dies frees it at once. A beat that lost its
+connection sends nothing until it holds the queue again. Each loop renews the lock with a
+passive declare of the queue: a round trip that proves the connection (and so the lock) is
+still ours and reads the broker's heartbeats (a connection that only sends counted them as
+missed and dropped the lock every two heartbeats).
 {%- endif %}
 """
 
@@ -102,16 +104,18 @@ class BeatLock:
         self.heartbeat = max(2.0, ttl)
         self.held = False
         self._connection: Connection | None = None
+        self._channel: Any = None
 
     def acquire(self) -> bool:
         """Take the lock or keep it alive; False while another beat holds it or the broker is away."""
         try:
             if self.held and self._connection is not None:
+                self._channel.queue_declare(self.queue, passive=True)
                 self._connection.heartbeat_check()
                 return True
             self._connection = self.app.connection_for_write(heartbeat=self.heartbeat)
-            lock = Queue(self.queue, exclusive=True, auto_delete=True)
-            lock.bind(self._connection.channel()).declare()
+            self._channel = self._connection.channel()
+            Queue(self.queue, exclusive=True, auto_delete=True).bind(self._channel).declare()
             self.held = True
         except Exception as error:  # RESOURCE_LOCKED (another beat), or broker away
             if "RESOURCE_LOCKED" not in str(error) and "locked queue" not in str(error):
@@ -124,6 +128,7 @@ class BeatLock:
 
     def _reset(self) -> None:
         self.held = False
+        self._channel = None
         if self._connection is not None:
             with contextlib.suppress(Exception):  # already gone
                 self._connection.close()

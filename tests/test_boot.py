@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import signal
 import time
@@ -21,7 +22,7 @@ from .support.redis_server import (
     start_sentinel,
     start_tls_redis,
 )
-from .support.render import ACME, DEFAULTS, RABBITMQ, Project
+from .support.render import ACME, DEFAULTS, RABBITMQ, RENDER_MATRIX, Project
 from .support.stack import Namespace, Stack
 from .support.tools import redis_server_of
 
@@ -327,3 +328,81 @@ def test_enqueue_many_tasks_run_with_their_results_in_order(broker_stack: Stack)
     wait_until(lambda: not stack.active_tasks(stack.processes[0]), 30)
     assert stack.queue_length("default") == 0
     print(f"enqueue_many ({stack.project.broker}): 500 calls in {out['seconds']:.2f} s")
+
+
+# --- workflows: chain and chord ------------------------------------------------------------------
+
+WORKFLOW_SETS = {
+    "redis": DEFAULTS,
+    "rabbitmq-redis-results": RENDER_MATRIX["rabbitmq-redis-results"],
+}
+
+
+def batch_fingerprint(count: int) -> str:
+    """summarize_documents' batch_sha256 of the probe's documents 0..count-1, in order."""
+    batch = hashlib.sha256()
+    for index in range(count):
+        batch.update(hashlib.sha256(f"word{index} common words".encode()).digest())
+    return batch.hexdigest()
+
+
+@pytest.mark.long
+@pytest.mark.timeout(480)
+@pytest.mark.parametrize("answers", list(WORKFLOW_SETS))
+def test_workflows_chain_and_chord_with_a_failing_member_and_a_bulk_batch(
+    answers: str, render_project: Callable[..., Project], stack_factory: Callable[..., Stack]
+) -> None:
+    """The generated workflows.py on each broker (results in Redis, which chords need): the
+    pipeline passes its first step's result on, and stops at a failed step; a chord of 40
+    documents sums them in order, and fails with a ChordError naming the one document that
+    failed while the others run; a batch sent with enqueue_summary (bulk) gives one summary of
+    all its documents, in order: 10,000 on Redis, 1,000 on RabbitMQ (the bulk's RabbitMQ path
+    is the one enqueue_many's tests run; the worker's time for 10,000 is the test's cost)."""
+    stack = stack_factory(render_project(**WORKFLOW_SETS[answers]))
+    stack.worker()
+    batch, fail_at = 40, 7
+    bulk = 10_000 if answers == "redis" else 1_000
+    out = stack.probe("workflows", timeout=600, batch=batch, bulk=bulk, fail_at=fail_at)
+
+    assert out["pipeline"] == {
+        "state": "SUCCESS",
+        "value": {
+            "document_id": "doc-p",
+            "words": 6,
+            "unique_words": 4,
+            "summary": "6 words, most frequent: to, be, or",
+        },
+    }
+    assert out["pipeline_first"] == 6
+    # The failed first step's error, and the same error recorded for the second step, which
+    # was never sent: Celery marks the rest of a chain failed (describe_analysis would have
+    # raised TypeError on the missing result).
+    failed = {"state": "FAILURE", "raised": "ValueError", "error": "ValueError",
+              "message": "chunk_size must be at least 1"}  # fmt: skip
+    assert out["pipeline_failed"] == failed
+    assert out["pipeline_failed_second"] == failed
+
+    def summary(count: int) -> dict[str, Any]:
+        return {
+            "documents": count,
+            "words": 3 * count,
+            "formats": {"text": count},
+            "batch_sha256": batch_fingerprint(count),
+        }
+
+    assert out["chord"] == {"state": "SUCCESS", "value": summary(batch)}
+    assert out["chord_members"] == ["SUCCESS"] * batch
+    assert out["bulk"] == {"state": "SUCCESS", "value": summary(bulk)}
+    assert out["bulk_ids"] == bulk
+    for name in ("chord_failed", "bulk_failed"):
+        failed = out[name]
+        assert failed["state"] == "FAILURE" and failed["error"] == "ChordError", failed
+        assert "ValueError" in failed["message"] and "pdf" in failed["message"], failed
+        states = out[name + "_members"]
+        assert states[fail_at] == "FAILURE"
+        assert states[:fail_at] + states[fail_at + 1 :] == ["SUCCESS"] * (batch - 1)
+    assert out["failed_id"] in out["bulk_failed"]["message"]
+    print(
+        f"workflows ({answers}): {bulk} documents sent in {out['bulk_sent_seconds']:.1f} s, "
+        f"summary after {out['bulk_seconds']:.1f} s"
+    )

@@ -213,7 +213,71 @@ def bulk_run(
     return {"ids": ids, "documents": documents, "error": error, "seconds": sent}
 
 
+def workflows(
+    tasks: ModuleType, client: ModuleType, batch: int, bulk: int, fail_at: int
+) -> dict[str, Any]:
+    """The sample workflows: the pipeline (and one whose first step fails), the chord of `batch`
+    documents (and one whose document `fail_at` fails), and `bulk` documents sent with
+    enqueue_summary (and `batch` of them with the same failure)."""
+    flows = importlib.import_module(tasks.__name__.rsplit(".", 1)[0] + ".workflows")
+    from celery import chain
+
+    def documents(count: int, failing: int = -1) -> list[Any]:
+        return [
+            (f"doc-{index}", {"format": "pdf" if index == failing else "text",
+                              "text": f"word{index} common  words"})
+            for index in range(count)
+        ]  # fmt: skip
+
+    def outcome(result: Any, timeout: float = 120) -> dict[str, Any]:
+        try:
+            return {"state": "SUCCESS", "value": result.get(timeout=timeout)}
+        except Exception as error:  # the chord's ChordError, or a failed member's own error
+            deadline = time.monotonic() + timeout
+            while not result.ready() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stored = result.result
+            return {"state": result.state, "raised": type(error).__name__,
+                    "error": type(stored).__name__, "message": str(stored)}  # fmt: skip
+
+    def members(header: Any) -> list[str]:
+        return [member.state for member in header.results]
+
+    out: dict[str, Any] = {}
+    begun = time.perf_counter()
+
+    def mark(step: str) -> None:
+        print(f"{time.perf_counter() - begun:7.2f} s {step}", file=sys.stderr, flush=True)
+
+    piped = flows.document_pipeline("doc-p", "to be or not to be").apply_async()
+    out["pipeline"] = outcome(piped)
+    out["pipeline_first"] = piped.parent.get(timeout=30)["words"]
+    broken = chain(tasks.analyze_content.si("x", chunk_size=0), flows.describe_analysis.s("doc-b"))
+    broken_result = broken.apply_async()
+    out["pipeline_failed"] = outcome(broken_result.parent)
+    out["pipeline_failed_second"] = outcome(broken_result)  # marked failed, never run
+
+    for name, count, failing in (("chord", batch, -1), ("chord_failed", batch, fail_at)):
+        result = flows.summarize_batch(documents(count, failing)).apply_async()
+        out[name] = outcome(result)
+        out[name + "_members"] = members(result.parent)
+        mark(name)
+    started = time.perf_counter()
+    sent = flows.enqueue_summary(documents(bulk))
+    out["bulk_sent_seconds"] = time.perf_counter() - started
+    out["bulk"] = outcome(sent.result, timeout=600)
+    out["bulk_seconds"] = time.perf_counter() - started
+    out["bulk_ids"] = len({member.id for member in sent.header.results})
+    mark("bulk")
+    sent = flows.enqueue_summary(documents(batch, fail_at))
+    out["bulk_failed"] = outcome(sent.result)
+    out["bulk_failed_members"] = members(sent.header)
+    out["failed_id"] = sent.header.results[fail_at].id
+    return out
+
+
 COMMANDS = {
+    "workflows": workflows,
     "samples": samples,
     "roundtrip": roundtrip,
     "send": send,

@@ -9,7 +9,8 @@ Redis: one pipeline per chunk (kombu's Producer.batch). RabbitMQ: one channel in
 each chunk is published, then RabbitMQ's confirmations are awaited, so a chunk counts as accepted
 only when RabbitMQ has every message of it. Other transports (memory:// in tests): one by one.
 `enqueue_stream` yields the ids chunk by chunk and holds one chunk in memory at a time;
-`enqueue_many` collects them.
+`enqueue_many` collects them. `enqueue_chord` sends a chord's header this way: the calls, then
+one `body` call with the list of their results, once every call finished (workflows.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice, repeat
-from typing import Any
+from typing import Any, NamedTuple
 
-from celery import Task
+from celery import Signature, Task
+from celery.result import AsyncResult, GroupResult
 from celery.utils.saferepr import saferepr
 from kombu.utils.uuid import uuid
 
@@ -94,6 +96,58 @@ def enqueue_stream(
             yield from ids
 
 
+class ChordSent(NamedTuple):
+    """What enqueue_chord sent: the body's result, and the calls' results (the chord's header).
+    `result.parent` is left unset: `get()` would read every call's state on each wait interval
+    (Celery checks the parents for errors), thousands of round trips a second for a big batch."""
+
+    result: AsyncResult[Any]
+    header: GroupResult
+
+
+def enqueue_chord(
+    task: Task,  # type: ignore[type-arg]
+    arguments: Iterable[Sequence[Any]],
+    body: Signature[Any],
+    keyword_arguments: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+) -> ChordSent:
+    """`chord(task.s(*args, **kwargs) for each call)(body)`, the calls sent as enqueue_many sends
+    them: `body` runs once, with the list of the calls' results in call order, after the last
+    call finished; if a call fails, `body` fails with a ChordError naming it. Returns the body's
+    AsyncResult and the calls' GroupResult (ChordSent). The result backend keeps one entry per
+    call, so the calls are held in memory (not streamed). Raises EnqueueError as enqueue_many
+    does; the body then never runs."""
+    app = task.app
+    app.backend.ensure_chords_allowed()  # rpc:// and no backend: NotImplementedError, Celery's words
+    if keyword_arguments is None:
+        calls: list[Call] = [(args, {}) for args in arguments]
+    else:
+        calls = list(zip(arguments, keyword_arguments, strict=True))
+    body = body.clone()
+    group_id = uuid()
+    ids = [uuid() for _ in calls]
+    body_result = body.freeze(group_id=group_id)
+    header = GroupResult(group_id, [app.AsyncResult(task_id) for task_id in ids], app=app)
+    if not calls:  # as Celery does for an empty header
+        body.apply_async(([],))
+        return ChordSent(body_result, header)
+    # What Celery does before it sends a chord's header: the backend learns the group (Redis: its
+    # size; key-value stores: the group's results; others: a chord_unlock task that polls it).
+    app.backend.apply_chord((group_id, header.results), body)
+    app.backend.set_chord_size(group_id, len(calls))
+    options = {"group_id": group_id, "chord": body}
+    sent = 0
+    with _sender(task, options, iter(ids)) as send:
+        while sent < len(calls):
+            try:
+                sent += len(send(calls[sent : sent + chunk_size]))
+            except Exception as error:
+                raise EnqueueError(task.name, sent, ids[:sent], error) from error
+    return ChordSent(body_result, header)
+
+
 def argument_repr(value: Any, maxsize: int, maxlevels: int) -> str:
     """Celery's saferepr(value, maxsize, maxlevels=...), the text of argsrepr and kwargsrepr. For
     short plain values (str without quote or backslash, numbers, None, shallow tuples, lists and
@@ -137,9 +191,19 @@ class _Publisher:
     """Publishes calls of one task as apply_async would: Celery makes the first message (route,
     headers, properties); the others are that message with their own id and arguments."""
 
-    def __init__(self, task: Task, producer: Any) -> None:  # type: ignore[type-arg]
+    def __init__(
+        self,
+        task: Task,  # type: ignore[type-arg]
+        producer: Any,
+        extra: Mapping[str, Any] | None = None,
+        ids: Iterator[str] | None = None,
+    ) -> None:
         self.task = task
         self.producer = producer
+        self.extra = dict(extra or {})  # apply_async options, e.g. a chord's group and body
+        self.grouped = "group_id" in self.extra  # members of a group carry their index in it
+        self.next_id = ids.__next__ if ids is not None else uuid
+        self.sent = 0
         self.options: dict[str, Any] = {}
         self.repr_size = (task.app.amqp.argsrepr_maxsize, task.app.amqp.kwargsrepr_maxsize)
         self.repr_levels = task.app.conf.task_repr_maxlevels
@@ -148,7 +212,7 @@ class _Publisher:
 
     def learn(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         capture: Any = _Capture(self.producer)
-        self.task.apply_async(tuple(args), dict(kwargs), producer=capture)
+        self.task.apply_async(tuple(args), dict(kwargs), producer=capture, **self.extra)
         # The task's message; a task-sent event, if any, is left out of a bulk.
         body, options = next(call for call in capture.calls if "task" in call[1]["headers"])
         self.embed = body[2]
@@ -164,7 +228,7 @@ class _Publisher:
                 self.learn(args, kwargs)
             elif self.check is not None:
                 self.check(*args, **kwargs)
-            task_id = uuid()
+            task_id = self.next_id()
             headers = {
                 **self.headers,
                 "id": task_id,
@@ -172,10 +236,13 @@ class _Publisher:
                 "argsrepr": argument_repr(args, self.repr_size[0], self.repr_levels),
                 "kwargsrepr": argument_repr(kwargs, self.repr_size[1], self.repr_levels),
             }
+            if self.grouped:  # the order of results the chord's body gets
+                headers["group_index"] = self.sent
             options = {**self.options, "headers": headers, "correlation_id": task_id}
             self.producer.publish((list(args), dict(kwargs), self.embed), **options)
             # The first publish declared the queue; copying it for every message costs a fifth.
             self.options["declare"] = None
+            self.sent += 1
             ids.append(task_id)
         return ids
 
@@ -212,18 +279,27 @@ def _nothing(*args: Any) -> None:
 
 
 @contextmanager
-def _sender(task: Task) -> Iterator[Any]:  # type: ignore[type-arg]
+def _sender(
+    task: Task,  # type: ignore[type-arg]
+    extra: Mapping[str, Any] | None = None,
+    ids: Iterator[str] | None = None,
+) -> Iterator[Any]:
     with task.app.connection_for_write() as connection:
         amqp = connection.transport.driver_type == "amqp"
-    with (_confirming_sender if amqp else _batching_sender)(task) as send, _quiet_results(task):
+    sender = _confirming_sender if amqp else _batching_sender
+    with sender(task, extra, ids) as send, _quiet_results(task):
         yield send
 
 
 @contextmanager
-def _batching_sender(task: Task) -> Iterator[Any]:  # type: ignore[type-arg]
+def _batching_sender(
+    task: Task,  # type: ignore[type-arg]
+    extra: Mapping[str, Any] | None,
+    ids: Iterator[str] | None,
+) -> Iterator[Any]:
     """Redis: each chunk in one pipeline, executed when the chunk is complete."""
     with task.app.producer_or_acquire() as producer:
-        publisher = _Publisher(task, producer)
+        publisher = _Publisher(task, producer, extra, ids)
 
         def send(chunk: list[Call]) -> list[str]:
             with producer.batch(max_size=len(chunk) + 1):
@@ -237,7 +313,11 @@ CONFIRM_TIMEOUT = 30
 
 
 @contextmanager
-def _confirming_sender(task: Task) -> Iterator[Any]:  # type: ignore[type-arg]
+def _confirming_sender(
+    task: Task,  # type: ignore[type-arg]
+    extra: Mapping[str, Any] | None,
+    ids: Iterator[str] | None,
+) -> Iterator[Any]:
     """RabbitMQ: a connection of its own without a wait per message; its channel in confirm
     mode; after each chunk, wait until RabbitMQ confirmed every message published on it so far
     (delivery tags count the messages of the channel: 1, 2, ...)."""
@@ -255,7 +335,7 @@ def _confirming_sender(task: Task) -> Iterator[Any]:  # type: ignore[type-arg]
 
         channel.events["basic_ack"].add(on_ack)
         channel.events["basic_nack"].add(on_nack)
-        publisher = _Publisher(task, app.amqp.Producer(channel))
+        publisher = _Publisher(task, app.amqp.Producer(channel), extra, ids)
 
         def send(chunk: list[Call]) -> list[str]:
             ids = publisher.publish(chunk)

@@ -152,7 +152,12 @@ def create_celery_app(**overrides: Any) -> Celery[WorkerTask]:
     (the generated tests do, for their in-memory broker).
     """
     settings = load_settings(beat=CHECK_BEAT)
-    app = Celery(APP_NAME, task_cls=WorkerTask, include=[f"{APP_NAME}.tasks"], set_as_current=False)
+    app = Celery(
+        APP_NAME,
+        task_cls=WorkerTask,
+        include=[f"{APP_NAME}.tasks", f"{APP_NAME}.workflows"],
+        set_as_current=False,
+    )
     app.conf.update(celery_settings(settings))
     if settings.worker_heartbeat_file:
         app.steps["consumer"].add(heartbeat_step(settings))

@@ -37,7 +37,7 @@ def computed_list(name: str, items: list[str]) -> list[str]:
     text = json.dumps(items)
     folded = textwrap.wrap(text, width=96, break_long_words=False, break_on_hyphens=False)
     return (
-        [f"{name}:", "  type: yaml", "  when: false", "  default: >-"]
+        [f"{name}:", "  type: json", "  when: false", "  default: >-"]
         + [f"    {line}" for line in folded]
         + [""]
     )

@@ -190,6 +190,17 @@ METRICS = (
         Goal("ratio", ">=", 1.0),
     ),
     Metric(
+        "throughput",
+        "worker CPU ms/task, vs bare Celery",
+        "worker CPU per task",
+        lambda d: (
+            d["workers"]["rendered"]["cpu_ms_per_task_median"],
+            d["workers"]["baseline"]["cpu_ms_per_task_median"],
+        ),
+        "{:.2f}",
+        goal_text="- (below 1: less)",
+    ),
+    Metric(
         "latency",
         "urgent p99 ms, vs one-worker layout",
         "urgent p99",

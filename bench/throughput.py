@@ -148,6 +148,7 @@ class Contender:
     settings: dict[str, Any] = field(default_factory=dict)
     rates: list[float] = field(default_factory=list)
     publish_seconds: list[float] = field(default_factory=list)
+    cpu_ms_per_task: list[float] = field(default_factory=list)
 
     @property
     def nodename(self) -> str:
@@ -234,6 +235,23 @@ def run_batch(contender: Contender, count: int, timeout: float) -> tuple[float, 
     return elapsed, published - start
 
 
+def worker_cpu_seconds(contender: Contender) -> float:
+    """CPU time (user + system) of the worker so far: main process, live pool processes, and the
+    pool processes it already replaced and reaped. Unlike wall time, other load on the machine
+    barely changes it."""
+    import psutil
+
+    assert contender.process is not None
+    main = psutil.Process(contender.process.pid)
+    times = main.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in main.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return float(total)
+
+
 def measure(
     contenders: list[Contender], tasks: int, repeat: int, timeout: float, say: Callable[[str], None]
 ) -> None:
@@ -242,12 +260,16 @@ def measure(
         order = contenders if round_number % 2 else list(reversed(contenders))
         for contender in order:
             run_batch(contender, WARMUP_TASKS, timeout)  # pool processes and connections warm
+            cpu_before = worker_cpu_seconds(contender)
             elapsed, publishing = run_batch(contender, tasks, timeout)
+            cpu_ms = (worker_cpu_seconds(contender) - cpu_before) * 1000 / tasks
             contender.rates.append(tasks / elapsed)
             contender.publish_seconds.append(publishing)
+            contender.cpu_ms_per_task.append(cpu_ms)
             say(
                 f"round {round_number}/{repeat} {contender.label:>8}: {tasks} tasks in "
-                f"{elapsed:.2f} s = {tasks / elapsed:.0f} tasks/s (publishing took {publishing:.2f} s)"
+                f"{elapsed:.2f} s = {tasks / elapsed:.0f} tasks/s (publishing took {publishing:.2f} s;"
+                f" worker CPU {cpu_ms:.2f} ms per task)"
             )
 
 
@@ -315,6 +337,8 @@ def summary(contender: Contender) -> dict[str, Any]:
         "min": round(min(contender.rates), 1),
         "max": round(max(contender.rates), 1),
         "publish_seconds_median": round(statistics.median(contender.publish_seconds), 3),
+        "cpu_ms_per_task": [round(value, 3) for value in contender.cpu_ms_per_task],
+        "cpu_ms_per_task_median": round(statistics.median(contender.cpu_ms_per_task), 3),
         "settings": contender.settings,
     }
 
@@ -323,7 +347,12 @@ def report(contenders: list[Contender], meta: dict[str, Any], as_json: bool) -> 
     by_label = {c.label: summary(c) for c in contenders}
     ratio = by_label["rendered"]["median"] / by_label["baseline"]["median"]
     if as_json:
-        print(json.dumps({**meta, "workers": by_label, "ratio": round(ratio, 3)}, indent=2))
+        cpu_ratio = (
+            by_label["rendered"]["cpu_ms_per_task_median"]
+            / by_label["baseline"]["cpu_ms_per_task_median"]
+        )
+        out = {**meta, "workers": by_label, "ratio": round(ratio, 3)}
+        print(json.dumps({**out, "cpu_ratio": round(cpu_ratio, 3)}, indent=2))
         return
     try:
         from rich.console import Console
@@ -333,7 +362,8 @@ def report(contenders: list[Contender], meta: dict[str, Any], as_json: bool) -> 
         return
     console = Console(width=None if sys.stdout.isatty() else 100)  # rich assumes 80 in a pipe
     table = Table(title="Throughput of health_check tasks, first publish to last result")
-    columns = ("worker", "queue", "tasks", "concurrency", "median tasks/s", "min", "max", "ratio")
+    columns = ("worker", "queue", "tasks", "concurrency", "median tasks/s", "min", "max", "ratio",
+               "CPU ms/task")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("worker", "queue") else "right")
     for label, row in by_label.items():
@@ -346,6 +376,7 @@ def report(contenders: list[Contender], meta: dict[str, Any], as_json: bool) -> 
             f"{row['min']:.0f}",
             f"{row['max']:.0f}",
             f"{row['median'] / by_label['baseline']['median']:.2f}",
+            f"{row['cpu_ms_per_task_median']:.2f}",
         )
     console.print(table)
     settings = Table(title="Settings that differ (read from the running workers)")

@@ -106,7 +106,7 @@ VARIABLES: tuple[Variable, ...] = (
 {%- endif %}
     Variable(
         "CELERY_WORKER_MAX_TASKS_PER_CHILD",
-        "1000",
+        "10000",
         "Replace a pool process after this many tasks (bounds leaks); empty means never.",
     ),
     Variable(

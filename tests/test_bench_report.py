@@ -6,11 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from .support import tools
 from .support.render import TEMPLATE_ROOT
@@ -144,8 +141,7 @@ def test_every_metric_gets_a_row_against_its_goal(tmp_path: Path) -> None:
 
 
 def test_the_chart_is_a_png(tmp_path: Path) -> None:
-    if find_spec("matplotlib") is None:
-        pytest.skip("matplotlib: not installed; to get it: pip install --group bench")
+    tools.require("matplotlib")
     done = report(write_results(tmp_path / "results", RESULTS, {}), tmp_path / "out")
     assert done.returncode == 0, done.stderr
     assert f"chart: {tmp_path / 'out' / 'bench.png'}" in done.stdout

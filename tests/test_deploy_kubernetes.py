@@ -611,7 +611,12 @@ def test_flower_probe_answers_without_credentials_and_the_ui_needs_them(
     flower.signal_main(signal.SIGCONT)
     assert probe_passes(probe("liveness"), http=True), "Flower answers again after the stall"
     flower.signal_main(signal.SIGTERM)
-    assert flower.wait(30) is not None, "Flower did not stop on SIGTERM"
+    # Flower finishes its inspect calls before it exits; on a loaded CI machine that once took
+    # longer than 30 s (Kubernetes would SIGKILL it then, which loses nothing of Flower's).
+    stopping = time.monotonic()
+    stopped = flower.wait(90)
+    assert stopped is not None, f"Flower did not stop on SIGTERM:\n{flower.log()[-3000:]}"
+    print(f"flower stopped {time.monotonic() - stopping:.1f} s after SIGTERM")
     for kind, code in all_probes().items():
         results[kind]["stopped"] = code
 

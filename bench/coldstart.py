@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -37,10 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import (
     BenchError,
     Contender,
-    build_contenders,
     log_tail,
+    prepare,
     signals_ignored,
-    start_redis,
     worker_env,
 )
 
@@ -119,11 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     memory: dict[str, list[dict[str, float]]] = {}
     cleanup = contextlib.ExitStack()
     try:
-        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ccw-bench-")))
-        redis_process, port, redis_version = start_redis(workdir)
-        cleanup.callback(redis_process.stop)
-        say(f"private redis-server on 127.0.0.1:{port}; rendering the template (default answers)")
-        contenders = build_contenders(workdir, port)
+        workdir, redis_version, contenders = prepare(cleanup, say)
         clients = {}
         for contender in contenders:
             client = Celery(

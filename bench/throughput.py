@@ -327,6 +327,18 @@ def build_contenders(workdir: Path, port: int) -> list[Contender]:
     ]
 
 
+def prepare(
+    cleanup: contextlib.ExitStack, say: Callable[[str], None]
+) -> tuple[Path, str, list[Contender]]:
+    """A work directory and a private redis-server, both removed by `cleanup`, and the two
+    contenders on it (the template rendered with default answers, and the bare app)."""
+    workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ccw-bench-")))
+    redis_process, port, redis_version = start_redis(workdir)
+    cleanup.callback(redis_process.stop)
+    say(f"private redis-server on 127.0.0.1:{port}; rendering the template (default answers)")
+    return workdir, redis_version, build_contenders(workdir, port)
+
+
 # -- report ---------------------------------------------------------------------------------------
 def summary(contender: Contender) -> dict[str, Any]:
     return {
@@ -459,11 +471,7 @@ def run(args: argparse.Namespace) -> None:
         )
     cleanup = contextlib.ExitStack()  # closed last-in first-out: workers before redis-server
     try:
-        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ccw-bench-")))
-        redis_process, port, redis_version = start_redis(workdir)
-        cleanup.callback(redis_process.stop)
-        say(f"private redis-server on 127.0.0.1:{port}; rendering the template (default answers)")
-        contenders = build_contenders(workdir, port)
+        workdir, redis_version, contenders = prepare(cleanup, say)
         contenders[0].env = args.overrides
         for contender in contenders:
             start_worker(contender, args.concurrency, workdir)

@@ -198,6 +198,19 @@ def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Pr
     for name in ("worker", "beat", "flower"):
         assert services[name]["depends_on"]["broker"] == {"condition": "service_healthy"}
         assert services[name]["env_file"] == [{"path": ".env", "required": False}]
+    # Every health check gates something: `up --wait` (the documented command) fails on an
+    # unhealthy service, and beat starts only once every worker service is healthy.
+    header = project.compose_file.read_text().split("\nx-", 1)[0]
+    assert re.search(r"^#   docker compose .*up -d --build --wait$", header, re.MULTILINE), header
+    workers = [name for name in services if name.startswith("worker")]
+    assert workers == ["worker", "worker-urgent"]  # every set here has the default queues
+    for name in workers:
+        assert compose.container_healthcheck(name) == compose.image.healthcheck
+        assert services[name]["healthcheck"]["start_interval"] == "5s"
+        assert services["beat"]["depends_on"][name] == {"condition": "service_healthy"}
+    assert "worker" not in services["flower"]["depends_on"]  # the tool to look at a sick worker
+    for name, service in services.items():
+        assert "healthcheck" in service or name in workers, name
     broker = services["broker"]
     if project.broker == "redis":
         assert broker["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]

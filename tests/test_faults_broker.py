@@ -406,8 +406,9 @@ def test_enqueue_many_reports_what_rabbitmq_confirmed_before_it_refused(
     rabbit_namespaces: RabbitNamespaces,
 ) -> None:
     """A queue limited to 250 messages that refuses more (max-length, reject-publish): a bulk
-    of 1,000 in chunks of 100 stops at the third chunk, which RabbitMQ nacks in part;
-    EnqueueError reports the 200 confirmed calls; 250 and a few are queued."""
+    of 1,000 in chunks of 100 stops at the chunk RabbitMQ nacks in part (the third, or the
+    fourth: a quorum queue enforces its limit a little late); EnqueueError reports the calls of
+    the chunks before it, all of them queued, and nothing after that chunk was sent."""
     stack = stack_factory(rabbit_project)
     rabbitmqctl = rabbit_namespaces.rabbitmqctl
     assert rabbitmqctl is not None
@@ -422,12 +423,19 @@ def test_enqueue_many_reports_what_rabbitmq_confirmed_before_it_refused(
     error = out["error"]
     assert error is not None and error["type"] == "EnqueueError", out
     assert "basic.nack" in error["message"], error
-    assert error["accepted"] == 200 == len(out["ids"]), error
-    # Quorum queues report their length some seconds late, and enforce the limit loosely (251 to
-    # 253 measured): the 200 accepted calls and part of the third chunk are queued.
+    accepted = error["accepted"]
+    assert accepted == len(out["ids"]), error
+    # Quorum queues enforce the limit loosely (251 to 253 queued in most runs, the nack then in
+    # the third chunk; once 300, the nack in the fourth) and report their length some seconds
+    # late: every accepted call is queued, with part of the nacked chunk and nothing after it.
+    assert accepted in (200, 300), error
     url = stack.namespace.broker_url
-    wait_until(lambda: rabbit_queue_messages(rabbitmqctl, url, "default") >= 250, 30, interval=1)
-    assert rabbit_queue_messages(rabbitmqctl, url, "default") < 300
+
+    def queued() -> int:
+        return rabbit_queue_messages(rabbitmqctl, url, "default")
+
+    wait_until(lambda: queued() >= max(accepted, 250), 30, interval=1)
+    assert queued() < accepted + 100
 
 
 # --- RabbitMQ: delays longer than the consumer timeout ----------------------------------------

@@ -158,6 +158,59 @@ def test_generated_test_suite_passes(project: Project) -> None:
     assert " passed" in done.stdout and "failed" not in done.stdout
 
 
+def test_env_example_is_exactly_what_the_config_command_writes(project: Project) -> None:
+    """The rendered example file is, byte for byte, what config.py's declarations make (the
+    generated test lets a user's own comment lines through; the template has none)."""
+    args = [sys.executable, "-m", project.package_path, "config", "--env-example"]
+    done = run(args, project.path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == project.env_example.read_text()
+
+
+CONFIGURATION_DOC = TEMPLATE_ROOT / "docs" / "configuration.md"
+# The tables of the variables config.py reads (not the one of the celery command's options).
+VARIABLE_TABLE_HEADER = "| variable | default | allowed |"
+
+
+def documented_variables() -> dict[str, str]:
+    """Each CELERY_* variable named in the first column of a variable table, with its row."""
+    rows: dict[str, str] = {}
+    in_table = False
+    for line in CONFIGURATION_DOC.read_text().splitlines():
+        if line.startswith(VARIABLE_TABLE_HEADER):
+            in_table = True
+        elif not line.startswith("|"):
+            in_table = False
+        elif in_table:
+            for name in re.findall(r"`(CELERY_\w+)`", line.split("|")[1]):
+                rows[name] = line
+    return rows
+
+
+def declared_variables(project: Project) -> dict[str, str]:
+    """The rendered .env.example's variables and defaults (the file is the declarations' output)."""
+    lines = project.env_example.read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if line[:1] not in ("", "#"))
+    return {name: value.strip('"') for name, value in pairs}
+
+
+def test_configuration_reference_agrees_with_the_declarations(
+    render_project: Callable[..., Project],
+) -> None:
+    """docs/configuration.md has a row for each variable of each broker and result backend, which
+    shows its default, and names no variable that no render declares."""
+    rows = documented_variables()
+    declared: set[str] = set()
+    for name in ("defaults", "rabbitmq", "rabbitmq-redis-results", "no-results"):
+        variables = declared_variables(render_project(**RENDER_MATRIX[name]))
+        declared |= set(variables)
+        for variable, default in variables.items():
+            assert variable in rows, f"{name}: {variable} has no row in {CONFIGURATION_DOC.name}"
+            shown = f"`{default}`" if default else "empty"
+            assert shown in rows[variable], f"{name}: the row of {variable} does not show {shown}"
+    assert set(rows) == declared
+
+
 # field, value, words the message must contain (besides "<field>:")
 INVALID_ANSWERS: list[tuple[str, Any, str]] = [
     ("project_name", "   ", "must not be empty"),

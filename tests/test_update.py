@@ -29,6 +29,7 @@ BIN = Path(sys.executable).parent
 
 TASKS = TEMPLATE_DIR_NAME + "/{{ package_dir }}/tasks.py"
 ENV_EXAMPLE = TEMPLATE_DIR_NAME + "/{{ env_example }}"
+CONFIG = TEMPLATE_DIR_NAME + "/{{ package_dir }}/config.py"
 # Lines of the generated files that the template releases and the users below both edit.
 TASKS_DOCSTRING = '"""Sample tasks'
 ENV_LIMIT = "CELERY_TASK_TIME_LIMIT=300"
@@ -72,6 +73,8 @@ def test_template_change_and_user_edits_in_the_same_files_both_survive(
         "v1.1.0",
         {
             TASKS: (TASKS_DOCSTRING, '"""Sample tasks (v1.1.0)'),
+            # A help text changes where it is declared, and in the example file made from it.
+            CONFIG: ('"Pool processes per worker;', '"Pool processes per worker (v1.1.0);'),
             ENV_EXAMPLE: ("# Pool processes per worker", "# Pool processes per worker (v1.1.0)"),
         },
     )
@@ -85,7 +88,12 @@ def test_template_change_and_user_edits_in_the_same_files_both_survive(
     assert "# Pool processes per worker (v1.1.0)" in env_example
     assert "(user note)" in env_example
     changed = sorted(line[3:] for line in workspace.status(project))
-    assert changed == [".copier-answers.yml", ".env.example", "utils/workers/tasks.py"]
+    assert changed == [
+        ".copier-answers.yml",
+        ".env.example",
+        "utils/workers/config.py",
+        "utils/workers/tasks.py",
+    ]
     suite = run_project_suite(project)
     assert suite.returncode == 0, suite.stdout[-3000:]
 

@@ -22,7 +22,9 @@ from celery.utils.time import maybe_make_aware
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 
-from .config import ConfigError, Settings, celery_settings, load_settings
+from .celery_config import celery_settings
+from .config import ConfigError, Settings, load_settings
+from .env_file import load_env_file
 from .health import RECONNECTING, mark, touch
 {%- if broker == 'rabbitmq' %}
 from .routing import QUEUE_NAMES
@@ -32,7 +34,7 @@ APP_NAME = "{{ package_path }}"
 
 
 def _runs_celery_command() -> bool:
-    """`celery ... worker|beat|...`: beat's variables are checked too (config.BEAT_ONLY); code
+    """`celery ... worker|beat|...`: beat's variables are checked too (`beat=True` in config.py); code
     that imports the tasks to send them does not depend on them."""
     program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
     return program.name == "celery" or program.parts[-2:] == ("celery", "__main__.py")
@@ -177,6 +179,7 @@ def create_celery_app(**overrides: Any) -> Celery[WorkerTask]:
 
 
 try:
+    load_env_file()  # .env (or CELERY_ENV_FILE) into the environment; variables already set win
     _settings = load_settings(beat=CHECK_BEAT)
     app = create_celery_app()
     app.set_current()  # what `.delay()` on the tasks and the celery command use
@@ -187,5 +190,5 @@ except ConfigError as error:
 
 # The celery command reads CELERY_WORKER_LOGLEVEL / CELERY_BEAT_LOGLEVEL as --loglevel, after it
 # imported this module: without them it would log at WARNING, whatever the documented default says.
-os.environ.setdefault("CELERY_WORKER_LOGLEVEL", _settings.log_level)
-os.environ.setdefault("CELERY_BEAT_LOGLEVEL", _settings.log_level)
+os.environ.setdefault("CELERY_WORKER_LOGLEVEL", _settings.worker_loglevel)
+os.environ.setdefault("CELERY_BEAT_LOGLEVEL", _settings.worker_loglevel)

@@ -3,7 +3,8 @@
 Without --basic-auth, Flower serves its dashboard, and an API that can revoke and terminate tasks, to
 anyone who reaches the port. There is no default password to fall back on: FLOWER_BASIC_AUTH must
 hold user:password pairs (comma-separated), e.g. from an environment file kept out of git. Flower
-reads FLOWER_BASIC_AUTH, FLOWER_PORT and its other FLOWER_* variables itself; /healthcheck and
+reads FLOWER_BASIC_AUTH, FLOWER_PORT and its other FLOWER_* variables itself (also from .env,
+which env_file.py puts into the environment first); /healthcheck and
 /metrics stay reachable without credentials for probes and Prometheus.
 https://flower.readthedocs.io/en/latest/auth.html
 """
@@ -15,6 +16,9 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from .config import ConfigError
+from .env_file import load_env_file
 
 MIN_PASSWORD_LENGTH = 12
 APP = "{{ package_path }}.celery_app"
@@ -34,6 +38,11 @@ def credentials_problem(value: str) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        load_env_file()  # .env's FLOWER_* and CELERY_* reach Flower through the environment
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 1
     problem = credentials_problem(os.environ.get("FLOWER_BASIC_AUTH", ""))
     if problem:
         print(f"configuration error: FLOWER_BASIC_AUTH {problem}", file=sys.stderr)

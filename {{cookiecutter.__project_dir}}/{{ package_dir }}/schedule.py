@@ -6,29 +6,27 @@ Crontab entries run in CELERY_TIMEZONE. https://docs.celeryq.dev/en/stable/userg
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
 from .beat_lock import BeatLock
+from .config import Settings, load_settings
 from .health import touch
 from .routing import TASKS
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 logger = logging.getLogger(__name__)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    minute, hour, day_of_month, month_of_year, day_of_week = settings.report_crontab.split()
+    minute, hour, day_of_month, month_of_year, day_of_week = settings.beat_report_crontab.split()
     return {
         "cleanup": {
             "task": f"{TASKS}.cleanup",
-            "schedule": float(settings.cleanup_interval),
+            "schedule": float(settings.beat_cleanup_interval),
             # A run not started within one interval is dropped: the next one does the same work.
-            "options": {"expires": float(settings.cleanup_interval)},
+            "options": {"expires": float(settings.beat_cleanup_interval)},
         },
         "daily-report": {
             "task": f"{TASKS}.generate_report",
@@ -49,8 +47,6 @@ class SingleBeatScheduler(PersistentScheduler):
     touching CELERY_BEAT_HEARTBEAT_FILE (if set) on every loop, waiting or not (health.py)."""
 
     def setup_schedule(self) -> None:
-        from .config import load_settings
-
         super().setup_schedule()
         settings = load_settings()
         self._heartbeat_file = settings.beat_heartbeat_file

@@ -1,20 +1,24 @@
-"""Configuration: safe defaults, one clear error per malformed variable, {{ env_example }} in step."""
+"""Configuration: safe defaults, one clear error per malformed variable, {{ env_example }} equal to
+what the declarations make, `.env` read without export, and the `config` command."""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 {% if broker == 'redis' or result_backend == 'redis' -%}
 import ssl
 {% endif -%}
 from pathlib import Path
+from urllib.parse import urlunsplit
 
 import pytest
 
-from {{ package_path }}.config import (
-    VARIABLES,
-    ConfigError,
-    celery_settings,
-    load_settings,
-)
+from {{ package_path }} import env_file
+from {{ package_path }}.__main__ import env_example, main
+from {{ package_path }}.celery_config import celery_settings
+from {{ package_path }}.config import VARIABLES, ConfigError, load_settings
+from {{ package_path }}.env_file import load_env_file
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / "{{ env_example }}"
 
@@ -48,11 +52,11 @@ def test_defaults_are_safe() -> None:
 def test_visibility_timeout_below_the_longest_hold_is_refused() -> None:
     environ = {"CELERY_TASK_MAX_DELAY": "60", "CELERY_TASK_TIME_LIMIT": "20"}
     environ["CELERY_TASK_SOFT_TIME_LIMIT"] = "15"
-    assert load_settings(environ).visibility_timeout == 60 + 40 + 15
+    assert load_settings(environ).broker_visibility_timeout == 60 + 40 + 15
     with pytest.raises(ConfigError, match="must be at least 115 s"):
         load_settings({**environ, "CELERY_BROKER_VISIBILITY_TIMEOUT": "114"})
     longer = load_settings({**environ, "CELERY_BROKER_VISIBILITY_TIMEOUT": "7200"})
-    assert longer.visibility_timeout == 7200
+    assert longer.broker_visibility_timeout == 7200
 {%- endif %}
 
 
@@ -79,11 +83,88 @@ def test_malformed_variable_is_named(name: str, value: str) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_env_example_lists_every_variable_with_its_default() -> None:
+def test_env_example_is_what_the_declarations_make() -> None:
+    """Every variable of config.py, in order, with its default and its help on the line above, and
+    no other variable; comment lines of your own may sit between them. After a change to
+    config.py: python -m {{ package_path }} config --env-example > {{ env_example }}"""
+
+    def variables(text: str) -> list[tuple[str, str]]:
+        lines = text.splitlines()
+        return [(lines[i - 1], line) for i, line in enumerate(lines) if line[:1] not in ("", "#")]
+
+    assert variables(ENV_EXAMPLE.read_text()) == variables(env_example())
     lines = ENV_EXAMPLE.read_text().splitlines()
     pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
     example = {name: value.strip('"') for name, value in pairs}
     assert example == {variable.name: variable.default for variable in VARIABLES}
+    assert load_settings(example) == load_settings({})  # every default is valid
+
+
+@pytest.fixture
+def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An empty working directory, and an os.environ without the workers' variables that the
+    test may change: what .env loading adds goes with it."""
+    monkeypatch.chdir(tmp_path)
+    names = {variable.name for variable in VARIABLES} | {"CELERY_ENV_FILE"}
+    copy = {name: value for name, value in os.environ.items() if name not in names}
+    monkeypatch.setattr(os, "environ", copy)
+    monkeypatch.setattr(env_file, "LOADED", {})
+    return copy
+
+
+def test_env_file_is_read_and_the_environment_wins(environ: dict[str, str], tmp_path: Path) -> None:
+    Path(".env").write_text(
+        "# a comment\n"
+        "export CELERY_TASK_TIME_LIMIT=120\n"
+        'CELERY_TASK_SOFT_TIME_LIMIT="100"\n'
+        "CELERY_WORKER_CONCURRENCY=3  # inline comment\n"
+    )
+    environ["CELERY_WORKER_CONCURRENCY"] = "5"
+    assert load_env_file() == Path(".env")
+    assert load_env_file() == Path(".env")  # again: the same values, still from .env
+    settings = load_settings()
+    assert (settings.task_time_limit, settings.task_soft_time_limit) == (120, 100)
+    assert settings.worker_concurrency == 5  # the environment wins over .env
+
+    other = tmp_path / "workers.env"
+    other.write_text("CELERY_TASK_TIME_LIMIT=290\n")
+    elsewhere = {"CELERY_ENV_FILE": str(other)}
+    assert load_env_file(elsewhere) == other
+    assert load_settings(elsewhere).task_time_limit == 290
+    assert load_env_file({"CELERY_ENV_FILE": ""}) is None  # empty: no file
+    with pytest.raises(ConfigError, match=r"CELERY_ENV_FILE='/nowhere/\.env' is invalid"):
+        load_env_file({"CELERY_ENV_FILE": "/nowhere/.env"})
+    Path(".env").write_text("CELERY_TASK_TIME_LIMIT\n")
+    with pytest.raises(ConfigError, match=r"\.env, line 1: expected NAME=value"):
+        load_env_file({})
+
+
+def test_config_command_shows_values_sources_and_no_password(
+    environ: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = secrets.token_hex(8)
+    url = urlunsplit(("{{ broker if broker == 'redis' else 'amqp' }}", f"{{ '' if broker == 'redis' else 'celery' }}:{password}@broker.internal", "/0", "", ""))
+    Path(".env").write_text(f"CELERY_BROKER_URL={url}\nCELERY_TASK_TIME_LIMIT=120\n")
+    environ["CELERY_TASK_TIME_LIMIT"] = "290"
+    assert main(["config", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    rows = {row["variable"]: row for row in shown["variables"]}
+    assert shown["env_file"] == ".env"
+    assert rows["CELERY_BROKER_URL"]["source"] == ".env"
+    assert password not in rows["CELERY_BROKER_URL"]["value"]
+    assert "broker.internal" in rows["CELERY_BROKER_URL"]["value"]
+    time_limit = rows["CELERY_TASK_TIME_LIMIT"]
+    assert (time_limit["value"], time_limit["source"]) == ("290", "environment")
+    assert rows["CELERY_WORKER_LOGLEVEL"] == {
+        "variable": "CELERY_WORKER_LOGLEVEL",
+        "value": "INFO",
+        "source": "default",
+    }
+    assert main(["config"]) == 0
+    assert password not in capsys.readouterr().out
+    environ["CELERY_TASK_TIME_LIMIT"] = "soon"
+    assert main(["config"]) == 1
+    assert capsys.readouterr().err.startswith("configuration error: CELERY_TASK_TIME_LIMIT=")
 
 {%- if broker == 'redis' or result_backend == 'redis' %}
 {%- set redis_variable = 'CELERY_BROKER_URL' if broker == 'redis' else 'CELERY_RESULT_BACKEND' %}
@@ -153,5 +234,5 @@ def test_a_sender_does_not_depend_on_beats_variables() -> None:
     environ = {"CELERY_BEAT_REPORT_CRONTAB": "every morning"}
     with pytest.raises(ConfigError, match="CELERY_BEAT_REPORT_CRONTAB="):
         load_settings(environ)
-    default = load_settings({}).report_crontab
-    assert load_settings(environ, beat=False).report_crontab == default
+    default = load_settings({}).beat_report_crontab
+    assert load_settings(environ, beat=False).beat_report_crontab == default

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import secrets
 import signal
+import subprocess
 import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,7 @@ import redis
 from .support import tools
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import (
+    free_port,
     make_tls_files,
     redis_server_binary,
     start_private_redis,
@@ -36,6 +43,17 @@ BOOT_SETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 pytestmark = pytest.mark.timeout(240)
+
+
+def http_status(url: str, credentials: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if credentials is not None:
+        request.add_header("Authorization", "Basic " + b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
 
 
 @pytest.fixture(params=list(BOOT_SETS))
@@ -278,6 +296,76 @@ def test_worker_and_senders_find_the_master_through_sentinel(
         assert results.keys("celery-task-meta-*"), "no result on the master"
     finally:
         results.close()
+
+
+# --- .env --------------------------------------------------------------------------------------
+
+SEND_ONE_TASK = """
+import json
+from %s.tasks import process_document
+print(json.dumps(process_document.delay("doc-env", {"text": "from dot env"}).get(timeout=60)))
+"""
+
+
+def test_worker_flower_and_a_sender_read_the_env_file(
+    render_project: Callable[..., Project], stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """No CELERY_* variable in the environment: the broker, the results, a concurrency and
+    Flower's credentials come from .env in the working directory only, as a user who copied
+    .env.example has them. The worker, a process sending a task and Flower find everything there;
+    `config` says where each value came from."""
+    stack = stack_factory(render_project(**DEFAULTS))
+    package = stack.project.package_path
+    credentials = f"ops:{secrets.token_hex(12)}"
+    port = free_port()
+    (tmp_path / ".env").write_text(
+        f"CELERY_BROKER_URL={stack.namespace.broker_url}\n"
+        f"CELERY_RESULT_BACKEND={stack.namespace.result_backend}\n"
+        "CELERY_WORKER_CONCURRENCY=3\n"
+        f"FLOWER_BASIC_AUTH={credentials}\n"
+    )
+    env = stack.env()
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        env.pop(name)
+
+    def start(name: str, args: list[str]) -> ManagedProcess:
+        process = ManagedProcess(name, args, cwd=tmp_path, env=env, log_dir=stack.log_dir)
+        stack.processes.append(process)  # stopped with the stack
+        return process.start()
+
+    worker = start("env", [stack.celery, "-A", f"{package}.celery_app", "worker", "-n", "env@%h"])
+    stack.wait_ready(worker)
+    node = stack.nodename(worker)
+    stats = stack.control_app.control.inspect(destination=[node], timeout=2.0).stats() or {}
+    assert stats[node]["pool"]["max-concurrency"] == 3
+
+    sender = [stack.python, "-c", SEND_ONE_TASK % package]
+    sent = subprocess.run(sender, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    assert sent.returncode == 0, sent.stderr[-3000:] + worker.log()[-3000:]
+    assert json.loads(sent.stdout)["worker"] == node
+
+    flower = start("flower", [stack.python, "-m", f"{package}.flower", f"--port={port}"])
+    base = f"http://127.0.0.1:{port}"
+
+    def flower_up() -> bool:
+        assert flower.running(), flower.log()[-3000:]
+        try:
+            return http_status(f"{base}/healthcheck") == 200
+        except OSError:
+            return False
+
+    wait_until(flower_up, 60, interval=0.5)
+    assert http_status(f"{base}/") == 401
+    assert http_status(f"{base}/", credentials) == 200
+
+    shown = subprocess.run(
+        [stack.python, "-m", package, "config", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    sources = {row["variable"]: row["source"] for row in json.loads(shown.stdout)["variables"]}
+    assert sources["CELERY_BROKER_URL"] == sources["CELERY_WORKER_CONCURRENCY"] == ".env"
+    assert sources["CELERY_TASK_TIME_LIMIT"] == "default"
 
 
 # --- enqueue_many ------------------------------------------------------------------------------

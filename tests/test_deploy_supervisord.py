@@ -370,6 +370,8 @@ def test_stop_lets_the_running_task_finish(supervisor: Supervisor, stack: Stack)
         "unique_words": 1,
         "characters": 2 * CHUNKS,
         "top_words": [["w", CHUNKS]],
+        "current": CHUNKS,  # chunks of one word
+        "total": CHUNKS,
     }
     assert result.state == "SUCCESS"
     date_done = result.date_done

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from .support.processes import ManagedProcess, wait_until
+from .support.redis_server import free_port
 from .support.render import DEFAULTS, Project
 from .support.stack import Stack
 
@@ -43,3 +47,80 @@ def test_worker_from_a_fresh_virtualenv_runs_tasks(
     assert out["process_document"]["worker"] == stack.nodename(worker)
     assert out["deliver_notification"]["attempts"] == 3
     assert out["analyze_content"]["words"] == 120
+
+
+# -- the generated README's commands, as a user pastes them ---------------------------------------
+# The README's commands that keep running: started in the background, then checked.
+RUNNING = {"worker": " worker ", "beat": " beat ", "flower": ".flower "}
+
+
+def readme_run_commands(readme: str) -> list[str]:
+    """The lines of the first bash block under "## Run"."""
+    section = readme[readme.index("## Run") :]
+    start = section.index("```bash\n") + len("```bash\n")
+    return [line for line in section[start : section.index("```", start)].splitlines() if line]
+
+
+@pytest.mark.long
+def test_readme_commands_run_as_written(
+    render_project: Callable[..., Project],
+    stack_factory: Callable[..., Stack],
+    tmp_path: Path,
+) -> None:
+    """Each command of the generated README's "Run" block, pasted as it is into bash in a copy of
+    the project (with the virtualenv it makes active, as the README says): a real install of the
+    project with its dev extra, .env made from the example, the config check, a worker, beat and
+    Flower left running, and `inspect ping` answered. The broker URLs are the test's, set in the
+    environment, which wins over .env (the documented way to override it)."""
+    port = free_port()
+    project = render_project(**DEFAULTS, flower_port=str(port))
+    work = tmp_path / "project"
+    shutil.copytree(project.path, work)
+    stack = stack_factory(project)
+    env = stack.env()
+    env.pop("PYTHONPATH")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # `python`: a Python 3.10+
+    commands = readme_run_commands((work / "README.md").read_text())
+    assert [name for name, marker in RUNNING.items() if any(marker in c for c in commands)] == list(
+        RUNNING
+    )
+    running: dict[str, ManagedProcess] = {}
+    for command in commands:
+        script = f"[ -e .venv ] && . .venv/bin/activate\n{command}"
+        name = next((name for name, marker in RUNNING.items() if marker in command), None)
+        if name is not None:
+            running[name] = ManagedProcess(
+                name, ["bash", "-c", script], cwd=work, env=env, log_dir=stack.log_dir
+            )
+            stack.processes.append(running[name])  # stopped with the stack
+            running[name].start()
+            if name == "worker":  # a user waits for its "ready" line before going on
+
+                def worker_answers() -> bool:
+                    assert running["worker"].running(), running["worker"].log()[-3000:]
+                    return bool(stack.control_app.control.ping(timeout=1.0))
+
+                wait_until(worker_answers, 90)
+            continue
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=480
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        if "config" in command.split():
+            assert "CELERY_BROKER_URL" in done.stdout and "environment" in done.stdout
+        if "inspect ping" in command:
+            assert "pong" in done.stdout, done.stdout
+
+    beat = running["beat"]
+    wait_until(lambda: "beat: Starting" in beat.log() or not beat.running(), 60)
+    assert beat.running(), beat.log()[-3000:]
+
+    def flower_answers() -> bool:
+        assert running["flower"].running(), running["flower"].log()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=5):
+                return True
+        except OSError:
+            return False
+
+    wait_until(flower_answers, 60, interval=0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -211,6 +212,21 @@ def test_configuration_reference_agrees_with_the_declarations(
     assert set(rows) == declared
 
 
+def test_every_question_help_fits_an_80_column_terminal() -> None:
+    """copier prints a question's help after "🎤 ": lines of 76 characters or fewer are not cut."""
+    config = runpy.run_path(str(TEMPLATE_ROOT / "hooks" / "copier_context.py"))["load_config"](
+        TEMPLATE_ROOT
+    )
+    helps = {
+        name: str(spec["help"])
+        for name, spec in config.items()
+        if isinstance(spec, dict) and "help" in spec
+    }
+    assert len(helps) >= 15
+    too_long = {name: text for name, text in helps.items() if max(map(len, text.splitlines())) > 76}
+    assert not too_long
+
+
 # field, value, words the message must contain (besides "<field>:")
 INVALID_ANSWERS: list[tuple[str, Any, str]] = [
     ("project_name", "   ", "must not be empty"),
@@ -310,17 +326,25 @@ def first_steps_of_a_new_project(path: Path) -> list[str]:
         f"cd {path}",
         "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
         "cp .env.example .env",
-        "set -a && . ./.env && set +a",
+        "python -m utils.workers config",
+        "python -m pytest tests/utils_workers",
     ]
 
 
 def test_cli_prints_next_steps_that_can_be_pasted(tmp_path: Path) -> None:
+    """cd, virtualenv and install, .env, the check of the configuration and the tests; then the
+    worker, beat and Flower with its login, one command per line, nothing to edit."""
     dst = tmp_path / "my-project"
     done = run([*COPIER_COPY, str(TEMPLATE_ROOT), str(dst)], tmp_path)
     assert done.returncode == 0, done.stderr
     commands = next_steps(done.stdout + done.stderr)
-    assert commands[:4] == first_steps_of_a_new_project(dst)
-    assert "celery -A utils.workers.celery_app worker --loglevel=INFO" in commands
+    assert commands[:5] == first_steps_of_a_new_project(dst)
+    assert commands[5:] == [
+        "celery -A utils.workers.celery_app worker --loglevel=INFO",
+        "celery -A utils.workers.celery_app beat --loglevel=INFO",
+        'echo "FLOWER_BASIC_AUTH=ops:$(openssl rand -hex 16)" >> .env',
+        "python -m utils.workers.flower --port=5555",
+    ]
 
 
 def test_cli_rejects_bad_answer_with_the_validator_message(tmp_path: Path) -> None:

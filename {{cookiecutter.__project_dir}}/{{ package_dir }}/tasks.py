@@ -65,6 +65,7 @@ def analyze_content(
     self: Task[Any, Any], content: str, chunk_size: int = 50, step_delay: float = 0.0
 ) -> dict[str, Any]:
     """Count words chunk by chunk, reporting PROGRESS (progress, current, total, status) after each.
+    The result repeats the last current and total (chunks), so progress stays known on SUCCESS.
 
     step_delay (seconds, at most 5) slows each chunk down so that progress can be watched.
     """
@@ -75,7 +76,7 @@ def analyze_content(
     chunks = [words[i : i + chunk_size] for i in range(0, len(words), chunk_size)] or [[]]
     total = len(chunks)
     counts: Counter[str] = Counter()
-    analyzed = 0
+    analyzed = done = 0
     try:
         for current, chunk in enumerate(chunks, start=1):
             counts.update(word.strip(".,;:!?\"'()").lower() for word in chunk)
@@ -91,6 +92,7 @@ def analyze_content(
                     "status": f"Analyzed chunk {current}/{total}",
                 },
             )
+            done = current
     except SoftTimeLimitExceeded:
         # The hard limit is close: return what was counted instead of losing it all.
         logger.warning("analyze_content hit its soft time limit after %d words", analyzed)
@@ -102,6 +104,8 @@ def analyze_content(
         "unique_words": len(counts),
         "characters": len(content),
         "top_words": [[word, count] for word, count in counts.most_common(5)],
+        "current": done,
+        "total": total,
     }
 
 

@@ -40,7 +40,13 @@ def test_worker_runs_tasks_and_reports_progress(
     )
     assert result["words"] == 40
     assert any(progress.state == "PROGRESS" and progress.total == 4 for progress in seen)
-    assert get_progress(analysis).progress == 100
+    finished = get_progress(analysis)
+    assert (finished.state, finished.progress, finished.current, finished.total) == (
+        "SUCCESS",
+        100,
+        4,
+        4,
+    )
 
 
 def test_gather_results_awaits_several_tasks(

@@ -23,5 +23,8 @@ def ensure_parent_packages(package_path: str, root: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for path in ensure_parent_packages(sys.argv[1], Path.cwd()):
-        print(f"created {path.relative_to(Path.cwd())}")
+    # argv: the package path, then "quiet" or "report" (the default): whether to say what was made.
+    created = ensure_parent_packages(sys.argv[1], Path.cwd())
+    if sys.argv[2:3] != ["quiet"]:
+        for path in created:
+            print(f"created {path.relative_to(Path.cwd())}")

@@ -337,7 +337,9 @@ def test_cli_prints_next_steps_that_can_be_pasted(tmp_path: Path) -> None:
     dst = tmp_path / "my-project"
     done = run([*COPIER_COPY, str(TEMPLATE_ROOT), str(dst)], tmp_path)
     assert done.returncode == 0, done.stderr
-    commands = next_steps(done.stdout + done.stderr)
+    output = done.stdout + done.stderr
+    assert output.count("created utils/__init__.py") == 1
+    commands = next_steps(output)
     assert commands[:5] == first_steps_of_a_new_project(dst)
     assert commands[5:] == [
         "celery -A utils.workers.celery_app worker --loglevel=INFO",

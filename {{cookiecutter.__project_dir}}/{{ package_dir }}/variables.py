@@ -1,10 +1,13 @@
-"""Parsers of configuration values (config.py): each turns a variable's text into its value, or
-raises Invalid with what the variable allows."""
+"""How config.py declares a variable (`variable()`, `section()`, `Variable`), and the parsers that
+turn a variable's text into its value or raise Invalid with what the variable allows."""
 
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from celery.schedules import ParseException, crontab
@@ -23,6 +26,46 @@ class Invalid(ValueError):
     def __init__(self, allowed: str, shown: str | None = None) -> None:
         super().__init__(allowed)
         self.allowed, self.shown = allowed, shown
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    group: int  # .env.example puts a blank line between groups
+    secret: bool  # a URL: its password is never shown
+    beat: bool  # read by beat alone: processes that only send tasks keep the default
+
+
+_group = [0]
+
+
+def declared(settings: type) -> tuple[Variable, ...]:
+    """The variables that the fields of `settings` (a dataclass) declare, in order."""
+    return tuple(
+        Variable(f"CELERY_{item.name.upper()}", *item.metadata["variable"])
+        for item in fields(settings)
+        if "variable" in item.metadata
+    )
+
+
+def variable(
+    default: str,
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    secret: bool = False,
+    beat: bool = False,
+) -> Any:
+    """Declares one field of Settings (its name is filled in from the field's)."""
+    return field(metadata={"variable": (default, parse, help, _group[0], secret, beat)})
+
+
+def section() -> None:
+    """Starts the next group of variables (a blank line in .env.example)."""
+    _group[0] += 1
 
 
 def whole(minimum: int = 1, empty: bool = False) -> Callable[[str], int | None]:
@@ -103,10 +146,22 @@ def queues(value: str) -> tuple[str, ...]:
     return names
 
 
-def crontab_fields(value: str) -> bool:
+def _crontab(value: str) -> bool:
     names = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
     fields = value.split()
     return len(fields) == 5 and bool(crontab(**dict(zip(names, fields, strict=True))))
+
+
+crontab_fields = checked(
+    _crontab,
+    "expected five valid crontab fields: minute (0-59) hour (0-23) day-of-month (1-31)"
+    " month (1-12) day-of-week (0-6 or mon-sun)",
+)
+time_zone = checked(zoneinfo.ZoneInfo, "expected an IANA time zone such as UTC")
+schedule_file = checked(
+    lambda name: name and not name.endswith(".db"),
+    "expected a file path without a .db suffix (dbm may then pick a backend that is not installed)",
+)
 
 
 readable_file = checked(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,28 @@ pytestmark = pytest.mark.timeout(600)
 HERE = {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"}
 
 
-@pytest.mark.parametrize("answers", [DEFAULTS, RABBITMQ], ids=["redis", "rabbitmq"])
+def test_the_lock_without_redis_is_complete_and_hashed(
+    render_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    """The other lock file (no Redis: RabbitMQ with rpc results): pip resolves it with every
+    dependency, and every one must be in the file with its hash (--require-hashes refuses a
+    missing one), on this Python. The install below runs the Redis one."""
+    project = render_project(**RABBITMQ, **HERE)
+    lock = project.path / "requirements.lock"
+    assert not any(line.startswith("redis==") for line in lock.read_text().splitlines())
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q",
+         "--disable-pip-version-check", "--require-hashes", "-r", str(lock), "--report",
+         str(report)],
+        capture_output=True, text=True, timeout=480,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"celery", "kombu", "amqp", "flower"} <= names and "redis" not in names
+
+
 def test_worker_from_a_fresh_virtualenv_runs_tasks(
-    answers: dict[str, str],
     render_project: Callable[..., Project],
     stack_factory: Callable[..., Stack],
     tmp_path: Path,
@@ -32,7 +52,7 @@ def test_worker_from_a_fresh_virtualenv_runs_tasks(
     """Installed as the Dockerfile's builder stage installs it: every package from the lock file
     with its hash and without resolving anything, then the project alone; `pip check` finds each
     dependency there, and the worker runs from the installed package."""
-    project = render_project(**answers, **HERE)
+    project = render_project(**DEFAULTS, **HERE)
     lock = project.path / "requirements.lock"
     dockerfile = project.dockerfile.read_text()
     assert "RUN pip install --require-hashes --no-deps -r requirements.lock" in dockerfile

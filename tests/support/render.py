@@ -35,7 +35,7 @@ RENDER_MATRIX: dict[str, dict[str, Any]] = {
     "no-results": {"result_backend": "none"},
     "rabbitmq-no-results": {"broker": "rabbitmq", "result_backend": "none"},
     "existing-repo": {"new_project": False},
-    "python-3.12": {"python_version": "3.12"},
+    "python-3.10": {"python_version": "3.10"},  # the lowest; the default is 3.12
     "python-3.14": {"python_version": "3.14"},
     "one-queue": {"queues": "jobs"},
     "three-queues": {"queues": "bulk, default, urgent", "urgent_queue": "urgent"},
@@ -51,6 +51,15 @@ RENDER_MATRIX: dict[str, dict[str, Any]] = {
     "existing-repo-systemd": {"new_project": False, "deploy_targets": ["systemd"]},
     "update-workflow": {"update_workflow": True},
 }
+# Sets whose Python code, pyproject.toml and env example are those of another set (tests/
+# test_render.py checks that they are): the code checks and generated suites run on that one.
+SAME_CODE_AS = {
+    "no-deploy": "defaults",
+    "docker-only": "defaults",
+    "update-workflow": "defaults",
+    "existing-repo-systemd": "existing-repo",
+}
+CODE_SETS = [name for name in RENDER_MATRIX if name not in SAME_CODE_AS]
 
 
 @dataclass(frozen=True)

@@ -279,6 +279,37 @@ def test_configuration_reference_agrees_with_the_declarations(
     assert set(rows) == declared
 
 
+# Hosts and paths of links that lead nowhere: placeholders a user would have to replace.
+PLACEHOLDER_LINK = re.compile(
+    r"https?://(?:[\w.-]*\bexample\.(?:com|org)|github\.com/(?:copier-celery-workers|your-?\w*|"
+    r"user|owner|org)/)",
+    re.IGNORECASE,
+)
+
+
+def test_no_rendered_file_links_to_a_placeholder(project: Project) -> None:
+    """Every link in a render leads somewhere real (the README once linked to a repository of
+    this template that does not exist)."""
+    assert PLACEHOLDER_LINK.match("https://github.com/copier-celery-workers/copier-celery-workers")
+    found = {}
+    for relative in project.files:
+        text = (project.path / relative).read_text(errors="replace")
+        links = re.findall(r"https?://[^\s)>`\]\"']+", text)
+        bad = [link for link in links if PLACEHOLDER_LINK.match(link)]
+        if bad:
+            found[relative] = bad
+    assert found == {}
+
+
+def test_python_3_12_is_the_default_for_the_project_and_its_image(
+    render_project: Callable[..., Project],
+) -> None:
+    project = render_project(**RENDER_MATRIX["defaults"])
+    assert project.answers["python_version"] == "3.12"
+    assert 'requires-python = ">=3.12"' in (project.path / "pyproject.toml").read_text()
+    assert "ARG PYTHON_VERSION=3.12\n" in project.dockerfile.read_text()
+
+
 def test_every_question_help_fits_an_80_column_terminal() -> None:
     """copier prints a question's help after "🎤 ": lines of 76 characters or fewer are not cut."""
     config = runpy.run_path(str(TEMPLATE_ROOT / "hooks" / "copier_context.py"))["load_config"](

@@ -369,6 +369,88 @@ def test_worker_flower_and_a_sender_read_the_env_file(
     assert sources["CELERY_TASK_TIME_LIMIT"] == "default"
 
 
+# --- the operations command ----------------------------------------------------------------------
+
+SEND_FOR_QUEUES = """
+from %s.tasks import analyze_content, health_check, process_document
+kind = "%s"
+if kind == "short":
+    for priority in (0, 5, 9):
+        process_document.apply_async(("doc", {"text": "a b"}), priority=priority)
+    health_check.delay()
+    health_check.delay()
+else:
+    for _ in range(3):
+        analyze_content.delay("w " * 6, 1, 1.0)
+"""
+
+
+def operations(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m <package> ARGS` as an operator runs it, in the stack's environment."""
+    command = [stack.python, "-m", stack.project.package_path, *args]
+    return subprocess.run(
+        command, cwd=stack.cwd, env=stack.env(**env), capture_output=True, text=True, timeout=90
+    )
+
+
+def test_operations_command_counts_queues_purges_and_says_when_the_broker_is_down(
+    broker_stack: Stack,
+) -> None:
+    """`queues` counts what the broker holds (on Redis across the priority lists, and what a
+    worker took without acknowledging it yet), `status` lists the workers that answer, `purge`
+    empties a queue, and a broker that cannot be reached is one line and exit status 3."""
+    stack = broker_stack
+    package, redis_broker = stack.project.package_path, stack.project.broker == "redis"
+
+    def depths() -> dict[str, dict[str, Any]]:
+        done = operations(stack, "queues", "--json")
+        assert done.returncode == 0, done.stderr
+        return {row["queue"]: row for row in json.loads(done.stdout)}
+
+    send = subprocess.run(
+        [stack.python, "-c", SEND_FOR_QUEUES % (package, "short")],
+        cwd=stack.cwd, env=stack.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert send.returncode == 0, send.stderr
+    # RabbitMQ's quorum queues report their length a moment late.
+    wait_until(lambda: [depths()[q]["ready"] for q in ("default", "high_priority")] == [3, 2], 30)
+    assert depths()["default"]["reserved"] == (0 if redis_broker else None)
+
+    nobody = operations(stack, "status", "--timeout", "1")
+    assert nobody.returncode == 4 and "no worker answered" in nobody.stderr
+    refused = operations(stack, "purge", "default")  # stdin is empty: the question is not answered
+    assert refused.returncode == 2 and depths()["default"]["ready"] == 3
+    purged = operations(stack, "purge", "default", "--yes", "--json")
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout) == [{"queue": "default", "deleted": 3}]
+    assert depths()["default"]["ready"] == 0 and depths()["high_priority"]["ready"] == 2
+
+    # A worker on the default queue, one process: one long task runs, one more is reserved.
+    subprocess.run(
+        [stack.python, "-c", SEND_FOR_QUEUES % (package, "long")],
+        cwd=stack.cwd, env=stack.env(), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    worker = stack.worker("ops", queues="default", concurrency=1)
+    if redis_broker:
+        wait_until(lambda: (depths()["default"]["reserved"] or 0) >= 1, 30)
+        assert depths()["default"]["oldest_reserved_seconds"] >= 0
+    else:
+        wait_until(lambda: depths()["default"]["consumers"] == 1, 30)
+    status = operations(stack, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = {row["worker"]: row for row in json.loads(status.stdout)}
+    node = stack.nodename(worker)
+    assert rows[node]["queues"] == ["default"] and rows[node]["active"] == 1
+
+    down = (
+        "redis://:not-shown@127.0.0.1:1/0" if redis_broker else "amqp://u:not-shown@127.0.0.1:1//"
+    )
+    unreachable = operations(stack, "queues", CELERY_BROKER_URL=down)
+    assert unreachable.returncode == 3, unreachable.stderr
+    assert unreachable.stderr.startswith("cannot reach the broker at ")
+    assert "not-shown" not in unreachable.stderr and len(unreachable.stderr.splitlines()) == 1
+
+
 # --- enqueue_many ------------------------------------------------------------------------------
 
 

@@ -1,11 +1,15 @@
-"""`python -m {{ package_path }} <command>`: what the workers are configured with.
+"""`python -m {{ package_path }} <command>`: the workers' configuration, queues and state.
 
     config                 each variable's effective value and where it came from (default,
                            .env, environment); passwords in URLs masked
-    config --json          the same as JSON
     config --env-example   {{ env_example }} as config.py's declarations make it
+    queues                 per queue: messages ready, reserved by a worker, the oldest one's age
+    status                 each worker that answers: its queues, running and reserved tasks
+    purge QUEUE            delete the ready messages of QUEUE (asks first, unless --yes)
 
-Exit status: 0, 1 on a configuration error (one line naming the variable), 2 on bad usage.
+--json prints JSON instead of a table. Exit status: 0; 1 on a configuration error (one line
+naming the variable); 2 on bad usage or a refused purge; 3 when the broker cannot be reached;
+4 when no worker answers `status`.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
 from . import env_file
 from .config import VARIABLES, ConfigError, Settings, load_settings
+from .routing import QUEUE_NAMES
 
 HEADER = f"""\
 # Every variable {__package__}.config reads, with its default; written by
@@ -62,31 +69,97 @@ def effective(settings: Settings) -> list[dict[str, str]]:
     return rows
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    """Rows of equal keys as aligned columns under their names."""
+    names = list(rows[0]) if rows else []
+    cells = [[_cell(row[name]) for name in names] for row in rows]
+    widths = [max([len(name), *(len(line[i]) for line in cells)]) for i, name in enumerate(names)]
+    lines = [names, *cells]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "-" if value is None else str(value)
+
+
+def show(rows: list[dict[str, Any]], as_json: bool) -> None:
+    print(json.dumps(rows, indent=2) if as_json else table(rows))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {__package__}", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     config = commands.add_parser("config", help="the effective configuration")
-    config.add_argument("--json", action="store_true", help="print JSON")
     config.add_argument("--env-example", action="store_true", help="print the .env example")
+    queues = commands.add_parser("queues", help="messages per queue")
+    status = commands.add_parser("status", help="the workers that answer")
+    status.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+    purge = commands.add_parser("purge", help="delete a queue's ready messages")
+    purge.add_argument("queue", choices=QUEUE_NAMES)
+    purge.add_argument("--yes", action="store_true", help="do not ask")
+    for command in (config, queues, status, purge):
+        command.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
 
-    if args.env_example:
+    if args.command == "config" and args.env_example:
         print(env_example(), end="")
         return 0
     try:
         path = env_file.load_env_file()
-        rows = effective(load_settings())
+        settings = load_settings(beat=False)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps({"env_file": path and str(path), "variables": rows}, indent=2))
+    if args.command == "config":
+        rows = effective(settings)
+        if args.json:
+            print(json.dumps({"env_file": path and str(path), "variables": rows}, indent=2))
+        else:
+            print(f".env: {path or 'none'}")
+            print(table(rows))
         return 0
-    width = max(len(row["variable"]) for row in rows)
-    print(f".env: {path or 'none'}")
-    for row in rows:
-        print(f"{row['variable']:<{width}}  {row['source']:<11}  {row['value']}")
+    return operate(args, maybe_sanitize_url(settings.broker_url))
+
+
+def confirmed(question: str) -> bool:
+    """A yes from the terminal; no answer (no terminal, end of input) is a no."""
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def operate(args: argparse.Namespace, broker: str) -> int:
+    """queues, status and purge: they talk to the broker."""
+    from .celery_app import app
+    from .queues import purge, queue_depths, worker_status
+
+    # kombu raises OperationalError when it cannot connect; a drop later, the transport's own.
+    errors: tuple[type[BaseException], ...] = app.connection_for_read().connection_errors
+    unreachable: tuple[type[BaseException], ...] = (OperationalError, OSError, *errors)
+    try:
+        if args.command == "queues":
+            show([depth.as_dict() for depth in queue_depths(app)], args.json)
+        elif args.command == "status":
+            workers = worker_status(app, args.timeout)
+            show(workers, args.json)
+            if not workers:
+                print(f"no worker answered within {args.timeout:g} s", file=sys.stderr)
+                return 4
+        else:
+            if not args.yes and not confirmed(f"delete the ready messages of {args.queue}?"):
+                print("nothing deleted (--yes deletes without asking)", file=sys.stderr)
+                return 2
+            deleted = purge(app, args.queue)
+            show([{"queue": args.queue, "deleted": deleted}], args.json)
+    except unreachable as error:
+        print(f"cannot reach the broker at {broker}: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -1,0 +1,109 @@
+"""What the broker holds per queue, and the workers as they answer: `python -m {{ package_path }}
+queues|status|purge` (__main__.py).
+
+{%- if broker == 'redis' %}
+Redis keeps a queue in several lists, one per priority step (kombu's `<queue>\x06\x16<priority>`
+beside `<queue>`), and the messages that workers took but have not acknowledged in one hash,
+`unacked`, with the time each was taken in `unacked_index`: ready is the sum of the lists,
+reserved the entries of that hash whose routing key is the queue.
+{%- else %}
+RabbitMQ reports a queue's ready messages and consumers to a passive declare. Messages delivered
+but not acknowledged are not reported over AMQP: `rabbitmqctl list_queues name
+messages_unacknowledged` or the management API has them.
+{%- endif %}
+"""
+
+from __future__ import annotations
+
+{% if broker == 'redis' %}import json
+import time
+{% endif %}from dataclasses import asdict, dataclass
+from typing import Any
+
+from celery import Celery
+
+from .routing import QUEUE_NAMES
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str
+    ready: int  # waiting for a worker
+    reserved: int | None  # taken by a worker, not acknowledged yet (None: the broker does not say)
+    oldest_reserved_seconds: float | None  # how long the oldest reserved message has been held
+    consumers: int | None  # RabbitMQ: consumers of the queue (None on Redis)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def queue_depths(app: Celery[Any]) -> list[QueueDepth]:
+    """Each queue of routing.py, read from the broker. Raises the connection's error when the
+    broker cannot be reached."""
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1)
+        channel: Any = connection.default_channel
+{%- if broker == 'redis' %}
+        client = channel.client
+        with client.pipeline() as pipeline:
+            for name in QUEUE_NAMES:
+                for step in channel.priority_steps:
+                    pipeline.llen(channel._q_for_pri(name, step))
+            lengths = pipeline.execute()
+        reserved: dict[str, int] = dict.fromkeys(QUEUE_NAMES, 0)
+        taken_at: dict[str, float] = {}
+        held = client.hgetall(channel.unacked_key)
+        index = dict(client.zrange(channel.unacked_index_key, 0, -1, withscores=True))
+        for tag, entry in held.items():
+            queue = json.loads(entry)[2]  # [message, exchange, routing key]: the queue's name
+            if queue in reserved:
+                reserved[queue] += 1
+                when = float(index.get(tag, time.time()))
+                taken_at[queue] = min(taken_at.get(queue, when), when)
+        steps = len(channel.priority_steps)
+        now = time.time()
+        return [
+            QueueDepth(
+                queue=name,
+                ready=sum(lengths[number * steps : (number + 1) * steps]),
+                reserved=reserved[name],
+                oldest_reserved_seconds=round(now - taken_at[name], 1)
+                if name in taken_at
+                else None,
+                consumers=None,
+            )
+            for number, name in enumerate(QUEUE_NAMES)
+        ]
+{%- else %}
+        depths = []
+        for name in QUEUE_NAMES:
+            _, ready, consumers = channel.queue_declare(name, passive=True)
+            depths.append(QueueDepth(name, ready, None, None, consumers))
+        return depths
+{%- endif %}
+
+
+def purge(app: Celery[Any], queue: str) -> int:
+    """Delete the ready messages of `queue` (reserved ones stay with their workers); returns how
+    many were deleted."""
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1)
+        channel: Any = connection.default_channel
+        return int(channel.queue_purge(queue) or 0)
+
+
+def worker_status(app: Celery[Any], timeout: float) -> list[dict[str, Any]]:
+    """Each worker that answers within `timeout` seconds: its queues, running and reserved tasks."""
+    inspect = app.control.inspect(timeout=timeout)
+    queues = inspect.active_queues() or {}
+    active = inspect.active() or {}
+    reserved = inspect.reserved() or {}
+    return [
+        {
+            "worker": name,
+            "queues": sorted(queue["name"] for queue in queues[name]),
+            "active": len(active.get(name, [])),
+            "reserved": len(reserved.get(name, [])),
+        }
+        for name in sorted(queues)
+    ]

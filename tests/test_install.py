@@ -82,6 +82,14 @@ def test_worker_from_a_fresh_virtualenv_runs_tasks(
     assert out["process_document"]["worker"] == stack.nodename(worker)
     assert out["deliver_notification"]["attempts"] == 3
     assert out["analyze_content"]["words"] == 120
+    # The operations command, as the console script the install made.
+    script = venv / "bin" / f"{project.answers['distribution_name']}-workers"
+    status = subprocess.run(
+        [str(script), "status", "--json"],
+        cwd=stack.cwd, env=stack.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert [row["worker"] for row in json.loads(status.stdout)] == [stack.nodename(worker)]
 
 
 # -- the generated README's commands, as a user pastes them ---------------------------------------

@@ -9,9 +9,6 @@ import secrets
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import pytest
 import redis
 
 from .support import tools
+from .support.http import http_status
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import (
     free_port,
@@ -43,17 +41,6 @@ BOOT_SETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def http_status(url: str, credentials: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if credentials is not None:
-        request.add_header("Authorization", "Basic " + b64encode(credentials.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
 
 
 @pytest.fixture(params=list(BOOT_SETS))

@@ -12,9 +12,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from .support.docker import (
     LocalContainer,
     read_dotenv,
 )
+from .support.http import http_status
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port, redis_server_binary
 from .support.render import DEFAULTS, RABBITMQ, RENDER_MATRIX, Project
@@ -114,17 +112,6 @@ def healthcheck(stack: Stack, container: LocalContainer) -> subprocess.Completed
         timeout=30,
         check=False,
     )
-
-
-def http_status(url: str, auth: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if auth is not None:
-        request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
 
 
 # -- the field's validators ----------------------------------------------------------------------

@@ -30,7 +30,7 @@ CONDITION = {
 HEADER = """\
 # Every package the workers' image installs, pinned with its hashes (the {{ dockerfile }} runs
 # pip install --require-hashes --no-deps -r {{ lock_file }}), for Python 3.10 and later on
-# every platform. Made from: {{ celery_requirement }}, kombu>=5.7, flower>=2.0{{ ' (pyproject.toml and its flower extra)' if new_project else '' }}.
+# every platform. Made from: {{ celery_requirement }}, kombu>=5.7, prometheus-client>=0.17, flower>=2.0{{ ' (pyproject.toml and its flower extra)' if new_project else '' }}.
 # After a change to those dependencies, make it again (pip install uv):
 {%- if new_project %}
 #   uv pip compile pyproject.toml --extra flower --universal --generate-hashes \\
@@ -49,7 +49,7 @@ def template_path(name: str) -> Path:
 def compile_set(requirement: str) -> str:
     with tempfile.TemporaryDirectory() as work:
         source = Path(work) / "requirements.in"
-        source.write_text(f"{requirement}\nkombu>=5.7\nflower>=2.0\n")
+        source.write_text(f"{requirement}\nkombu>=5.7\nprometheus-client>=0.17\nflower>=2.0\n")
         done = subprocess.run(
             [sys.executable, "-m", "uv", "pip", "compile", str(source), "--universal",
              "--generate-hashes", "--python-version", LOWEST_PYTHON, "--no-header", "--quiet",

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from .support import tools
-from .support.http import http_status
+from .support.http import http_get, http_status, wait_for_http
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import (
     free_port,
@@ -334,15 +334,7 @@ def test_worker_flower_and_a_sender_read_the_env_file(
 
     flower = start("flower", [stack.python, "-m", f"{package}.flower", f"--port={port}"])
     base = f"http://127.0.0.1:{port}"
-
-    def flower_up() -> bool:
-        assert flower.running(), flower.log()[-3000:]
-        try:
-            return http_status(f"{base}/healthcheck") == 200
-        except OSError:
-            return False
-
-    wait_until(flower_up, 60, interval=0.5)
+    wait_for_http(f"{base}/healthcheck", flower)
     assert http_status(f"{base}/") == 401
     assert http_status(f"{base}/", credentials) == 200
 
@@ -429,6 +421,41 @@ def test_operations_command_counts_queues_purges_and_says_when_the_broker_is_dow
     node = stack.nodename(worker)
     assert rows[node]["queues"] == ["default"] and rows[node]["active"] == 1
 
+    # The metrics exporter sees the same: the worker, its queue, the long tasks, no beat.
+    port = free_port()
+    exporter = stack.start("metrics", [stack.python, "-m", package, "metrics", "--port", str(port)],
+                           CELERY_METRICS_INTERVAL="1")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/healthz", exporter)
+
+    def scraped() -> dict[str, float]:
+        status, body = http_get(f"{url}/metrics")
+        assert status == 200, body
+        return dict(line.rsplit(" ", 1) for line in body.splitlines() if line[:1] != "#")
+
+    def busy(metrics: dict[str, float]) -> bool:
+        return metrics.get('celery_queue_workers{queue="default"}') == "1.0"
+
+    wait_until(lambda: busy(scraped()), 30)
+    metrics = scraped()
+    assert metrics["celery_broker_up"] == "1.0" and metrics["celery_workers"] == "1.0"
+    assert metrics["celery_beat_lock_held"] == "0.0"
+    assert metrics['celery_queue_workers{queue="high_priority"}'] == "0.0"
+    assert metrics['celery_queue_ready_messages{queue="high_priority"}'] == "2.0"
+    if redis_broker:  # the running task is reserved; the waiting ones were stamped by the sender
+        assert float(metrics['celery_queue_reserved_messages{queue="default"}']) >= 1
+        age = float(metrics['celery_queue_oldest_ready_age_seconds{queue="high_priority"}'])
+        assert 0 < age < 60
+    else:  # RabbitMQ does not count delivered messages over AMQP
+        assert 'celery_queue_reserved_messages{queue="default"}' not in metrics
+    status, body = http_get(f"{url}/backlog?queues=default,high_priority")
+    backlog = json.loads(body)
+    assert status == 200 and backlog["queues"]["high_priority"]["ready"] == 2
+    counted = [queue["ready"] + (queue["reserved"] or 0) for queue in backlog["queues"].values()]
+    assert backlog["backlog"] == sum(counted) >= (3 if redis_broker else 2)
+    assert http_get(f"{url}/backlog?queues=default,nope")[0] == 404
+    assert http_get(f"{url}/healthz") == (200, "ok\n")
+
     down = (
         "redis://:not-shown@127.0.0.1:1/0" if redis_broker else "amqp://u:not-shown@127.0.0.1:1//"
     )
@@ -436,6 +463,9 @@ def test_operations_command_counts_queues_purges_and_says_when_the_broker_is_dow
     assert unreachable.returncode == 3, unreachable.stderr
     assert unreachable.stderr.startswith("cannot reach the broker at ")
     assert "not-shown" not in unreachable.stderr and len(unreachable.stderr.splitlines()) == 1
+    once = operations(stack, "metrics", "--once", CELERY_BROKER_URL=down)
+    assert once.returncode == 3 and "celery_broker_up 0.0" in once.stdout
+    assert "celery_queue_ready_messages" not in once.stdout  # no figures rather than stale ones
 
 
 # --- enqueue_many ------------------------------------------------------------------------------
@@ -452,7 +482,9 @@ def test_enqueue_many_publishes_the_message_apply_async_publishes(broker_stack: 
     assert bulk["properties"].pop("correlation_id") == bulk_id
     for message in (single, bulk):
         message["properties"].pop("delivery_tag", None)
-    varying = {"id", "root_id", "argsrepr", "kwargsrepr"}  # a task sent alone is its own root
+    # A task sent alone is its own root; each message carries its send time.
+    varying = {"id", "root_id", "argsrepr", "kwargsrepr", "sent_at"}
+    assert all(isinstance(m["headers"]["sent_at"], float) for m in (single, bulk))
     assert single["headers"]["root_id"] == single_id and bulk["headers"]["root_id"] == bulk_id
     assert {k: v for k, v in single["headers"].items() if k not in varying} == {
         k: v for k, v in bulk["headers"].items() if k not in varying

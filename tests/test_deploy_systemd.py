@@ -3,7 +3,6 @@ boots a worker, beat or Flower that works and stops warmly on SIGTERM to its mai
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import secrets
@@ -13,8 +12,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
+from .support.http import http_status, wait_for_http
 from .support.processes import group_alive, wait_until
 from .support.redis_server import free_port
 from .support.render import Project
@@ -358,35 +356,15 @@ def test_beat_keeps_its_schedule_in_the_state_directory(host: Host) -> None:
     assert host.installation.files() == before, "wrote into the read-only install directory"
 
 
-def http_status(url: str, user: str | None = None, password: str = "") -> int:
-    request = urllib.request.Request(url)
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def test_flower_answers_its_healthcheck_and_requires_credentials(host: Host) -> None:
     password = secrets.token_urlsafe(18)
     host.install_env_file(f"{NAME}-flower.env", "flower.env", FLOWER_BASIC_AUTH=f"ops:{password}")
     flower = host.start(FLOWER)
     base = f"http://127.0.0.1:{host.installation.project.answers['flower_port']}"
-
-    def healthy() -> bool:
-        assert flower.running(), flower.log()[-3000:]
-        try:
-            return http_status(f"{base}/healthcheck") == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, 60, interval=0.5)
+    wait_for_http(f"{base}/healthcheck", flower)
     assert http_status(f"{base}/") == 401
-    assert http_status(f"{base}/", "ops", "not-the-password") == 401
-    assert http_status(f"{base}/", "ops", password) == 200
+    assert http_status(f"{base}/", "ops:not-the-password") == 401
+    assert http_status(f"{base}/", f"ops:{password}") == 200
     assert host.stop(flower) == [0], flower.log()[-3000:]
 
 

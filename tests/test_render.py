@@ -198,7 +198,11 @@ def test_dependencies_match_broker_and_backend(new_project: Project) -> None:
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
     needs_redis = "redis" in (project.broker, project.result_backend)
     expected = "celery[redis]>=5.7" if needs_redis else "celery>=5.7"
-    assert pyproject["project"]["dependencies"] == [expected, "kombu>=5.7"]
+    assert pyproject["project"]["dependencies"] == [
+        expected,
+        "kombu>=5.7",
+        "prometheus-client>=0.17",
+    ]
     assert pyproject["project"]["requires-python"] == f">={project.answers['python_version']}"
     dev = " ".join(pyproject["project"]["optional-dependencies"]["dev"])
     for tool in ("watchdog", "flower", "pytest", "ruff", "mypy", "celery-types"):
@@ -498,7 +502,8 @@ def test_existing_repository_keeps_its_files(tmp_path: Path) -> None:
     assert (dst / ".github" / "workflows" / "template-update.yml").is_file()
     assert (dst / "utils" / "workers" / "celery_app.py").is_file()
     output = done.stdout + done.stderr
-    assert "celery[redis]>=5.7" in output and "kombu>=5.7" in output
+    for requirement in ("celery[redis]>=5.7", "kombu>=5.7", "prometheus-client>=0.17"):
+        assert requirement in output, requirement
     assert "none of your files was changed" in output
     assert "cp .env.workers.example .env" in output
     assert '".env" to your .gitignore' in output

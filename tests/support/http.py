@@ -1,4 +1,4 @@
-"""HTTP from the tests: the status of a request (Flower's dashboard and health check)."""
+"""HTTP from the tests: Flower's dashboard and health check, the metrics exporter."""
 
 from __future__ import annotations
 
@@ -6,14 +6,35 @@ import urllib.error
 import urllib.request
 from base64 import b64encode
 
+from .processes import ManagedProcess, wait_until
 
-def http_status(url: str, auth: str | None = None) -> int:
-    """The status of GET `url`, with basic auth `user:password` if given; HTTP errors included."""
+
+def http_get(url: str, auth: str | None = None) -> tuple[int, str]:
+    """The status and body of GET `url`, with basic auth `user:password` if given; HTTP errors
+    included."""
     request = urllib.request.Request(url)
     if auth is not None:
         request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
+            return int(response.status), response.read().decode()
     except urllib.error.HTTPError as error:
-        return int(error.code)
+        return int(error.code), error.read().decode()
+
+
+def http_status(url: str, auth: str | None = None) -> int:
+    """The status of GET `url` (see http_get)."""
+    return http_get(url, auth)[0]
+
+
+def wait_for_http(url: str, process: ManagedProcess, timeout: float = 60) -> None:
+    """Poll `url` until it answers 200; fail at once, with its log, if `process` exits."""
+
+    def answers() -> bool:
+        assert process.running(), f"{process.name} exited:\n{process.log()[-3000:]}"
+        try:
+            return http_status(url) == 200
+        except OSError:  # not listening yet
+            return False
+
+    wait_until(answers, timeout, interval=0.2)

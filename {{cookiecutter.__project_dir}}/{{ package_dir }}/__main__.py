@@ -6,10 +6,12 @@
     queues                 per queue: messages ready, reserved by a worker, the oldest one's age
     status                 each worker that answers: its queues, running and reserved tasks
     purge QUEUE            delete the ready messages of QUEUE (asks first, unless --yes)
+    metrics                serve the queues' metrics for Prometheus and KEDA (metrics.py);
+                           --once prints them once
 
 --json prints JSON instead of a table. Exit status: 0; 1 on a configuration error (one line
-naming the variable); 2 on bad usage or a refused purge; 3 when the broker cannot be reached;
-4 when no worker answers `status`.
+naming the variable); 2 on bad usage, a refused purge or a port the exporter cannot bind; 3
+when the broker cannot be reached; 4 when no worker answers `status`.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     purge.add_argument("--yes", action="store_true", help="do not ask")
     for command in (config, queues, status, purge):
         command.add_argument("--json", action="store_true", help="print JSON")
+    metrics = commands.add_parser("metrics", help="serve the queues' metrics")
+    metrics.add_argument("--port", type=int, help="instead of CELERY_METRICS_PORT")
+    metrics.add_argument("--address", help="instead of CELERY_METRICS_ADDRESS")
+    metrics.add_argument("--once", action="store_true", help="print one reading and exit")
     args = parser.parse_args(argv)
 
     if args.command == "config" and args.env_example:
@@ -123,7 +129,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f".env: {path or 'none'}")
             print(table(rows))
         return 0
+    if args.command == "metrics":
+        return export(args, settings)
     return operate(args, maybe_sanitize_url(settings.broker_url))
+
+
+def export(args: argparse.Namespace, settings: Settings) -> int:
+    """The metrics exporter: served until stopped, or one reading printed (--once)."""
+    import logging
+
+    from .celery_app import app
+    from .metrics import Exporter, serve, text
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s] %(message)s")
+    if args.once:
+        exporter = Exporter(app, settings.metrics_interval)
+        exporter.renew()
+        print(text(exporter).decode(), end="")
+        return 3 if exporter.reading.error else 0
+    address = settings.metrics_address if args.address is None else args.address
+    port = settings.metrics_port if args.port is None else args.port
+    try:
+        serve(app, address, port, settings.metrics_interval)
+    except OSError as error:
+        print(f"cannot serve metrics on {address}:{port}: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def confirmed(question: str) -> bool:

@@ -37,7 +37,13 @@ from kombu import Connection, Queue
 {%- endif %}
 
 logger = logging.getLogger(__name__)
+
+
+def lock_name(app: Celery[Any]) -> str:
+    """The lock's {{ 'key' if broker == 'redis' else 'queue' }} in the broker."""
+    return f"{app.main}{{ ':' if broker == 'redis' else '.' }}beat-lock"
 {%- if broker == 'redis' %}
+
 
 # Renew only if we still hold it; delete only our own lock.
 _RENEW = """
@@ -55,7 +61,7 @@ class BeatLock:
 
     def __init__(self, app: Celery[Any], ttl: float) -> None:
         self.app = app
-        self.key = f"{app.main}:beat-lock"
+        self.key = lock_name(app)
         self.token = uuid.uuid4().hex
         self.ttl_ms = int(ttl * 1000)
         self.held = False
@@ -91,6 +97,14 @@ class BeatLock:
         if self._connection is not None:
             self._connection.release()
             self._connection = None
+
+
+def lock_held(app: Celery[Any]) -> bool:
+    """Whether some beat holds the lock: it renews it on every loop, so a beat that stopped or
+    stalled for the lock's ttl holds it no more (the metrics exporter's beat signal)."""
+    with app.connection_for_read() as connection:
+        channel: Any = connection.default_channel
+        return bool(channel.client.exists(lock_name(app)))
 {%- else %}
 
 
@@ -99,7 +113,7 @@ class BeatLock:
 
     def __init__(self, app: Celery[Any], ttl: float) -> None:
         self.app = app
-        self.queue = f"{app.main}.beat-lock"
+        self.queue = lock_name(app)
         # Heartbeats on the connection: a holder that stops calling acquire() loses the queue.
         self.heartbeat = max(2.0, ttl)
         self.held = False
@@ -133,4 +147,17 @@ class BeatLock:
             with contextlib.suppress(Exception):  # already gone
                 self._connection.close()
             self._connection = None
+
+
+def lock_held(app: Celery[Any]) -> bool:
+    """Whether some beat holds the lock: the queue lives as long as the holder's connection, which
+    the broker drops after two missed heartbeats of a stopped or stalled beat (the metrics
+    exporter's beat signal)."""
+    with app.connection_for_read() as connection:
+        channel: Any = connection.default_channel
+        try:
+            channel.queue_declare(lock_name(app), passive=True)
+        except connection.channel_errors:  # NOT_FOUND: no beat holds it
+            return False
+        return True
 {%- endif %}

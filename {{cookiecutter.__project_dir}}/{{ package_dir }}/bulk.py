@@ -15,6 +15,7 @@ one `body` call with the list of their results, once every call finished (workfl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice, repeat
@@ -28,6 +29,8 @@ from kombu.serialization import dumps
 from kombu.transport.redis import Channel as RedisChannel
 {%- endif %}
 from kombu.utils.uuid import uuid
+
+from .task_base import SENT_AT
 
 CHUNK_SIZE = 1000
 Call = tuple[Sequence[Any], Mapping[str, Any]]  # positional and keyword arguments of one call
@@ -227,6 +230,7 @@ class _Publisher:
 
     def publish(self, chunk: list[Call]) -> list[str]:
         ids = []
+        sent_at = time.time()  # one stamp per chunk (task_base.SENT_AT)
         for args, kwargs in chunk:
             if not self.options:
                 self.learn(args, kwargs)
@@ -239,6 +243,7 @@ class _Publisher:
                 "root_id": task_id if self.own_root else self.headers.get("root_id"),
                 "argsrepr": argument_repr(args, self.repr_size[0], self.repr_levels),
                 "kwargsrepr": argument_repr(kwargs, self.repr_size[1], self.repr_levels),
+                SENT_AT: sent_at,
             }
             if self.grouped:  # the order of results the chord's body gets
                 headers["group_index"] = self.sent

@@ -173,6 +173,18 @@ class Settings:
         "When generate_report runs: minute hour day-of-month month day-of-week.",
         beat=True,
     )
+    section()
+    metrics_address: str = variable(
+        "127.0.0.1",
+        parse.text,
+        "Address the metrics exporter listens on (`metrics` command); 0.0.0.0 in a container.",
+    )
+    metrics_port: int = variable(
+        "9808", parse.port, "Port of the metrics exporter: /metrics, /backlog, /healthz."
+    )
+    metrics_interval: int = variable(
+        "15", parse.whole(), "Seconds between the metrics exporter's readings of the broker."
+    )
 
 
 VARIABLES: tuple[Variable, ...] = parse.declared(Settings)

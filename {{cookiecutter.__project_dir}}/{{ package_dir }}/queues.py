@@ -5,7 +5,8 @@ queues|status|purge` (__main__.py).
 Redis keeps a queue in several lists, one per priority step (kombu's `<queue>\x06\x16<priority>`
 beside `<queue>`), and the messages that workers took but have not acknowledged in one hash,
 `unacked`, with the time each was taken in `unacked_index`: ready is the sum of the lists,
-reserved the entries of that hash whose routing key is the queue.
+reserved the entries of that hash whose routing key is the queue. The oldest ready message is the
+last of each list; its age comes from the time stamp its sender put in it (task_base.SENT_AT).
 {%- else %}
 RabbitMQ reports a queue's ready messages and consumers to a passive declare. Messages delivered
 but not acknowledged are not reported over AMQP: `rabbitmqctl list_queues name
@@ -23,6 +24,9 @@ from typing import Any
 from celery import Celery
 
 from .routing import QUEUE_NAMES
+{%- if broker == 'redis' %}
+from .task_base import SENT_AT
+{%- endif %}
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,14 @@ class QueueDepth:
     queue: str
     ready: int  # waiting for a worker
     reserved: int | None  # taken by a worker, not acknowledged yet (None: the broker does not say)
+    oldest_ready_seconds: float | None  # since the oldest waiting message was sent (None: empty)
     oldest_reserved_seconds: float | None  # how long the oldest reserved message has been held
     consumers: int | None  # RabbitMQ: consumers of the queue (None on Redis)
+
+    @property
+    def backlog(self) -> int:
+        """What is left to do: ready and reserved messages."""
+        return self.ready + (self.reserved or 0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,11 +55,14 @@ def queue_depths(app: Celery[Any]) -> list[QueueDepth]:
         channel: Any = connection.default_channel
 {%- if broker == 'redis' %}
         client = channel.client
+        steps = channel.priority_steps
+        lists = [channel._q_for_pri(name, step) for name in QUEUE_NAMES for step in steps]
         with client.pipeline() as pipeline:
-            for name in QUEUE_NAMES:
-                for step in channel.priority_steps:
-                    pipeline.llen(channel._q_for_pri(name, step))
-            lengths = pipeline.execute()
+            for key in lists:
+                pipeline.llen(key)
+                pipeline.lindex(key, -1)  # kombu pushes on the left and takes from the right
+            replies = pipeline.execute()
+        lengths, tails = replies[0::2], replies[1::2]
         reserved: dict[str, int] = dict.fromkeys(QUEUE_NAMES, 0)
         taken_at: dict[str, float] = {}
         held = client.hgetall(channel.unacked_key)
@@ -60,25 +73,41 @@ def queue_depths(app: Celery[Any]) -> list[QueueDepth]:
                 reserved[queue] += 1
                 when = float(index.get(tag, time.time()))
                 taken_at[queue] = min(taken_at.get(queue, when), when)
-        steps = len(channel.priority_steps)
         now = time.time()
-        return [
-            QueueDepth(
-                queue=name,
-                ready=sum(lengths[number * steps : (number + 1) * steps]),
-                reserved=reserved[name],
-                oldest_reserved_seconds=round(now - taken_at[name], 1)
-                if name in taken_at
-                else None,
-                consumers=None,
+        depths = []
+        for number, name in enumerate(QUEUE_NAMES):
+            mine = slice(number * len(steps), (number + 1) * len(steps))
+            sent = [_sent_at(tail) for tail in tails[mine] if tail is not None]
+            oldest = min((when for when in sent if when is not None), default=None)
+            depths.append(
+                QueueDepth(
+                    queue=name,
+                    ready=sum(lengths[mine]),
+                    reserved=reserved[name],
+                    oldest_ready_seconds=_age(now, oldest),
+                    oldest_reserved_seconds=_age(now, taken_at.get(name)),
+                    consumers=None,
+                )
             )
-            for number, name in enumerate(QUEUE_NAMES)
-        ]
+        return depths
+
+
+def _sent_at(payload: bytes | str) -> float | None:
+    """The sender's time stamp of a message as kombu stores it (None: sent without one)."""
+    try:
+        when = json.loads(payload)["headers"].get(SENT_AT)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return float(when) if isinstance(when, (int, float)) else None
+
+
+def _age(now: float, since: float | None) -> float | None:
+    return None if since is None else round(max(0.0, now - since), 1)
 {%- else %}
         depths = []
         for name in QUEUE_NAMES:
             _, ready, consumers = channel.queue_declare(name, passive=True)
-            depths.append(QueueDepth(name, ready, None, None, consumers))
+            depths.append(QueueDepth(name, ready, None, None, None, consumers))
         return depths
 {%- endif %}
 

@@ -1,13 +1,16 @@
-"""`WorkerTask`, the base class of every task of the app (celery_app.py), and `DelayTooLong`."""
+"""`WorkerTask`, the base class of every task of the app (celery_app.py), `DelayTooLong`, and
+the time stamp each task message carries from its sender (SENT_AT, read by queues.py)."""
 
 from __future__ import annotations
 
 {% if broker == 'rabbitmq' %}import re
-{% endif %}from collections.abc import Callable
+{% endif %}import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from celery import Task
+from celery.signals import before_task_publish
 from celery.utils.time import maybe_make_aware
 {%- if broker == 'rabbitmq' %}
 
@@ -16,6 +19,17 @@ from .routing import QUEUE_NAMES
 # The routing key of a delayed message: 28 binary digits of the delay, then the queue's key.
 DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 {%- endif %}
+
+# Message header: when the sender published the message (Unix time). Celery's own headers say when
+# a task may run (eta), not how long it has been waiting; `python -m {{ package_path }} queues` and
+# the metrics exporter read this one for the age of a queue's oldest message.
+SENT_AT = "sent_at"
+
+
+@before_task_publish.connect
+def stamp_sent_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is not None:
+        headers[SENT_AT] = time.time()
 
 
 class DelayTooLong(ValueError):

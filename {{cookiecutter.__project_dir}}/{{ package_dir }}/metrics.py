@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .beat_lock import lock_held
-from .queues import QueueDepth, queue_depths
+from .queues import COUNTS_RESERVED, QueueDepth, queue_depths
 from .routing import QUEUE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Exporter(Collector):
 
     def renew(self) -> None:
         reading = read(self.app)
-        if reading.error and not self.reading.error:
+        if reading.error and (not self.reading.error or not self.reading.at):
             logger.warning("cannot read the broker: %s", reading.error)
         elif self.reading.error and not reading.error and self.reading.at:
             logger.warning("reading the broker again")
@@ -118,16 +118,15 @@ class Exporter(Collector):
         for depth in reading.depths:
             label = [depth.queue]
             families["celery_queue_ready_messages"].add_metric(label, depth.ready)
-            if depth.reserved is not None:
-                families["celery_queue_reserved_messages"].add_metric(label, depth.reserved)
-                held = depth.oldest_reserved_seconds or 0.0
+            if COUNTS_RESERVED:  # ages of 0: nothing waits, or nothing is held
+                reserved, held = depth.reserved or 0, depth.oldest_reserved_seconds or 0.0
+                families["celery_queue_reserved_messages"].add_metric(label, reserved)
                 families["celery_queue_oldest_reserved_age_seconds"].add_metric(label, held)
-            if depth.oldest_ready_seconds is not None or depth.ready == 0:
                 waited = depth.oldest_ready_seconds or 0.0
                 families["celery_queue_oldest_ready_age_seconds"].add_metric(label, waited)
             consuming = sum(depth.queue in queues for queues in reading.workers.values())
             families["celery_queue_workers"].add_metric(label, consuming)
-        yield from families.values()
+        yield from (family for family in families.values() if family.samples)
         workers = GaugeMetricFamily("celery_workers", "Workers that answered.")
         workers.add_metric([], len(reading.workers))
         yield workers

@@ -28,6 +28,9 @@ from .routing import QUEUE_NAMES
 from .task_base import SENT_AT
 {%- endif %}
 
+# Whether a reading carries the reserved messages and the ages (Redis) or not (RabbitMQ over AMQP).
+COUNTS_RESERVED = {{ broker == 'redis' }}
+
 
 @dataclass(frozen=True)
 class QueueDepth:
@@ -106,7 +109,11 @@ def _age(now: float, since: float | None) -> float | None:
 {%- else %}
         depths = []
         for name in QUEUE_NAMES:
-            _, ready, consumers = channel.queue_declare(name, passive=True)
+            try:
+                _, ready, consumers = channel.queue_declare(name, passive=True)
+            except connection.channel_errors:  # NOT_FOUND: no worker or sender declared it yet
+                ready, consumers = 0, 0
+                channel = connection.channel()  # the broker closed the one that asked
             depths.append(QueueDepth(name, ready, None, None, None, consumers))
         return depths
 {%- endif %}

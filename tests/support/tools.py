@@ -49,6 +49,22 @@ def _rabbitmq_running(paths: dict[str, str]) -> str | None:
     return None if done.returncode == 0 else "RabbitMQ is not running on this machine"
 
 
+RABBITMQ_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672"
+
+
+def _rabbitmq_management_answers(paths: dict[str, str]) -> str | None:
+    import urllib.request
+    from base64 import b64encode
+
+    request = urllib.request.Request("http://127.0.0.1:15672/api/overview")
+    request.add_header("Authorization", "Basic " + b64encode(b"guest:guest").decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return None
+    except OSError as error:
+        return f"RabbitMQ's management API does not answer on 127.0.0.1:15672 ({error})"
+
+
 def _selenium_importable(paths: dict[str, str]) -> str | None:
     try:
         import selenium  # noqa: F401
@@ -88,6 +104,12 @@ TOOLS: dict[str, Tool] = {
             ("rabbitmqctl",),
             "apt-get install rabbitmq-server, and a server on 127.0.0.1:5672 (guest/guest)",
             _rabbitmq_running,
+        ),
+        Tool(
+            "rabbitmq-management",
+            (),
+            "rabbitmq-plugins enable rabbitmq_management (guest/guest on 127.0.0.1:15672)",
+            _rabbitmq_management_answers,
         ),
         Tool(
             "rabbitmq-node",

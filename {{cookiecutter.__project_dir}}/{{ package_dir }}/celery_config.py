@@ -112,6 +112,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/rabbitmq.html#quorum-queues
     config["task_default_queue_type"] = "quorum"
     config["broker_transport_options"] = {"confirm_publish": True}
+    # Not a Celery setting: queues.py reads unacknowledged counts there when it is set.
+    config["workers_rabbitmq_management_url"] = settings.rabbitmq_management_url
 {%- endif %}
 {%- if result_backend != 'none' %}
     config["result_backend"] = settings.result_backend

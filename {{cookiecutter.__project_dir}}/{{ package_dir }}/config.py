@@ -185,6 +185,14 @@ class Settings:
     metrics_interval: int = variable(
         "15", parse.whole(), "Seconds between the metrics exporter's readings of the broker."
     )
+{%- if broker == 'rabbitmq' %}
+    rabbitmq_management_url: str = variable(
+        "",
+        parse.url("http", "https", empty=True),
+        "RabbitMQ's management API, e.g. http://user:password@host:15672; gives `queues` and the exporter unacknowledged counts.",
+        secret=True,
+    )
+{%- endif %}
 
 
 VARIABLES: tuple[Variable, ...] = parse.declared(Settings)

@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .beat_lock import lock_held
-from .queues import COUNTS_RESERVED, QueueDepth, queue_depths
+from .queues import KNOWS_AGES, QueueDepth, queue_depths
 from .routing import QUEUE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -118,9 +118,10 @@ class Exporter(Collector):
         for depth in reading.depths:
             label = [depth.queue]
             families["celery_queue_ready_messages"].add_metric(label, depth.ready)
-            if COUNTS_RESERVED:  # ages of 0: nothing waits, or nothing is held
-                reserved, held = depth.reserved or 0, depth.oldest_reserved_seconds or 0.0
-                families["celery_queue_reserved_messages"].add_metric(label, reserved)
+            if depth.reserved is not None:
+                families["celery_queue_reserved_messages"].add_metric(label, depth.reserved)
+            if KNOWS_AGES:  # ages of 0: nothing waits, or nothing is held
+                held = depth.oldest_reserved_seconds or 0.0
                 families["celery_queue_oldest_reserved_age_seconds"].add_metric(label, held)
                 waited = depth.oldest_ready_seconds or 0.0
                 families["celery_queue_oldest_ready_age_seconds"].add_metric(label, waited)

@@ -9,17 +9,24 @@ reserved the entries of that hash whose routing key is the queue. The oldest rea
 last of each list; its age comes from the time stamp its sender put in it (task_base.SENT_AT).
 {%- else %}
 RabbitMQ reports a queue's ready messages and consumers to a passive declare. Messages delivered
-but not acknowledged are not reported over AMQP: `rabbitmqctl list_queues name
-messages_unacknowledged` or the management API has them.
+but not acknowledged are not reported over AMQP: with CELERY_RABBITMQ_MANAGEMENT_URL set, the
+counts come from the management API instead, unacknowledged ones included. Neither says how old a
+queue's messages are (quorum queues report no head message time stamp).
 {%- endif %}
 """
 
 from __future__ import annotations
 
-{% if broker == 'redis' %}import json
-import time
+import json
+{% if broker == 'redis' %}import time
+{% else %}from base64 import b64encode
 {% endif %}from dataclasses import asdict, dataclass
 from typing import Any
+{%- if broker == 'rabbitmq' %}
+from urllib.error import HTTPError
+from urllib.parse import quote, unquote, urlsplit
+from urllib.request import Request, urlopen
+{%- endif %}
 
 from celery import Celery
 
@@ -28,8 +35,8 @@ from .routing import QUEUE_NAMES
 from .task_base import SENT_AT
 {%- endif %}
 
-# Whether a reading carries the reserved messages and the ages (Redis) or not (RabbitMQ over AMQP).
-COUNTS_RESERVED = {{ broker == 'redis' }}
+# Whether a reading carries the messages' ages (Redis) or not (RabbitMQ).
+KNOWS_AGES = {{ broker == 'redis' }}
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,9 @@ def _sent_at(payload: bytes | str) -> float | None:
 def _age(now: float, since: float | None) -> float | None:
     return None if since is None else round(max(0.0, now - since), 1)
 {%- else %}
+        management = app.conf.get("workers_rabbitmq_management_url")
+        if management:
+            return [_managed_depth(management, connection.virtual_host, n) for n in QUEUE_NAMES]
         depths = []
         for name in QUEUE_NAMES:
             try:
@@ -116,6 +126,39 @@ def _age(now: float, since: float | None) -> float | None:
                 channel = connection.channel()  # the broker closed the one that asked
             depths.append(QueueDepth(name, ready, None, None, None, consumers))
         return depths
+
+
+def _managed_depth(base: str, vhost: str, name: str) -> QueueDepth:
+    """A queue as the management API reports it (its figures are up to 5 s old: RabbitMQ's
+    collect_statistics_interval). Raises ManagementError when the API cannot be read."""
+    parts = urlsplit(base)
+    address = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path.rstrip('/')}"
+    request = Request(f"{address}/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = b64encode(f"{user}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urlopen(request, timeout=10) as response:
+            queue = json.load(response)
+    except HTTPError as error:
+        if error.code == 404:  # not declared yet
+            return QueueDepth(name, 0, 0, None, None, 0)
+        answer = f"RabbitMQ's management API answered {error.code} for {name}"
+        raise ManagementError(answer) from None
+    except (OSError, ValueError) as error:
+        raise ManagementError(f"cannot read RabbitMQ's management API: {error}") from None
+    return QueueDepth(
+        queue=name,
+        ready=int(queue.get("messages_ready", 0)),
+        reserved=int(queue.get("messages_unacknowledged", 0)),
+        oldest_ready_seconds=None,
+        oldest_reserved_seconds=None,
+        consumers=int(queue.get("consumers", 0)),
+    )
+
+
+class ManagementError(OSError):
+    """CELERY_RABBITMQ_MANAGEMENT_URL is set, and the API there did not answer as expected."""
 {%- endif %}
 
 
@@ -130,10 +173,14 @@ def purge(app: Celery[Any], queue: str) -> int:
 
 def worker_status(app: Celery[Any], timeout: float) -> list[dict[str, Any]]:
     """Each worker that answers within `timeout` seconds: its queues, running and reserved tasks."""
-    inspect = app.control.inspect(timeout=timeout)
-    queues = inspect.active_queues() or {}
-    active = inspect.active() or {}
-    reserved = inspect.reserved() or {}
+    # How many workers will answer is unknown, so the first broadcast waits the whole timeout;
+    # the next two ask those workers by name and return as soon as each has answered.
+    queues = app.control.inspect(timeout=timeout).active_queues() or {}
+    if not queues:
+        return []
+    known = app.control.inspect(timeout=timeout, destination=list(queues), limit=len(queues))
+    active = known.active() or {}
+    reserved = known.reserved() or {}
     return [
         {
             "worker": name,

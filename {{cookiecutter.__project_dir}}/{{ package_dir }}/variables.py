@@ -110,12 +110,14 @@ def boolean(value: str) -> bool:
     raise Invalid("expected true or false (also 1/0, yes/no, on/off)")
 
 
-def url(*schemes: str) -> Callable[[str], str]:
+def url(*schemes: str, empty: bool = False) -> Callable[[str], str]:
     def parse(value: str) -> str:
+        if empty and value == "":
+            return value
         if "://" not in value or urlsplit(value).scheme.lower() not in schemes:
             allowed = "expected a URL starting with " + ", ".join(f"{s}://" for s in schemes)
-            raise Invalid(allowed, shown=maybe_sanitize_url(value))  # never print a password
-        return value
+            raise Invalid(allowed + (" or empty" if empty else ""), shown=maybe_sanitize_url(value))
+        return value  # a refused one is shown without its password
 
     return parse
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.processes import ManagedProcess, wait_until  # noqa: E402
-from tests.support.redis_server import start_private_redis  # noqa: E402
-from tests.support.render import render  # noqa: E402
+from tests.support.redis_server import scratch_with_private_redis  # noqa: E402
+from tests.support.render import private_redis_env, render  # noqa: E402
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 APP = "utils.workers.celery_app"
@@ -103,23 +102,14 @@ def main() -> int:
     # A working tree with uncommitted changes renders as it is; no need to say so in a demo.
     warnings.filterwarnings("ignore", category=DirtyLocalWarning)
     started = time.monotonic()
-    processes: list[ManagedProcess] = []
-    with tempfile.TemporaryDirectory(prefix="ccw-demo-") as scratch_name:
-        scratch = Path(scratch_name)
+    with scratch_with_private_redis("ccw-demo-") as (scratch, port, processes):
+        console.print(f"private {Path(processes[0].args[0]).name} on 127.0.0.1:{port}")
         try:
-            redis_server, port = start_private_redis(scratch)
-            processes.append(redis_server)
-            console.print(f"private {Path(redis_server.args[0]).name} on 127.0.0.1:{port}")
-
             console.print("[bold]$[/] copier copy --trust --defaults <template> project")
             project = render(scratch / "project", {}).path
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
-            env |= {
-                "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-                "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/1",
+            env = private_redis_env(project, port) | {
                 "CELERY_BEAT_CLEANUP_INTERVAL": "3",
                 "CELERY_BEAT_SCHEDULE_FILENAME": str(scratch / "celerybeat-schedule"),
-                "PYTHONPATH": str(project),
             }
             os.environ.update(env)  # the in-process client imports the rendered package
             processes.append(
@@ -135,10 +125,7 @@ def main() -> int:
                     f"--- {process.name} log (tail)\n{process.log()[-2000:]}", highlight=False
                 )
             raise
-        finally:
-            for process in reversed(processes):
-                process.stop()
-            console.print("stopped worker, beat and redis")
+    console.print("stopped worker, beat and redis")
     console.print(f"[bold green]demo finished in {time.monotonic() - started:.1f} s[/]")
     return 0
 

@@ -14,7 +14,6 @@ import json
 import re
 import secrets
 import shutil
-import struct
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .support.browser import headless_chromium, navigation_status, send_basic_auth
+from .support.browser import headless_chromium, navigation_status, png_size, send_basic_auth
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port
 from .support.render import DEFAULTS, RENDER_MATRIX, TEMPLATE_ROOT, Project, render
@@ -127,13 +126,6 @@ def test_flower_answers_only_with_the_configured_credentials(flower_site: Flower
     # Neither Flower nor the worker writes the password to its log.
     assert password not in site.flower.log()
     assert password not in site.worker.log()
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
-    return int(width), int(height)
 
 
 @pytest.mark.tool("browser")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,11 @@ def navigation_status(driver: Any) -> int:
     return int(
         driver.execute_script("return performance.getEntriesByType('navigation')[0].responseStatus")
     )
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG file (a screenshot), after checking that it is one."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
+    return int(width), int(height)

@@ -8,11 +8,13 @@ The server listens on a free port of 127.0.0.1 and keeps nothing on disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import redis
@@ -73,6 +75,21 @@ def start_private_redis(
     client = redis.Redis(host=host, port=port, socket_connect_timeout=1)
     _wait_for_ping(process, client, timeout)
     return process, port
+
+
+@contextlib.contextmanager
+def scratch_with_private_redis(prefix: str) -> Iterator[tuple[Path, int, list[ManagedProcess]]]:
+    """For the scripts (demo, screenshot): a scratch directory, a private Redis in it, its port, and
+    a list of processes (the Redis first) that are all stopped, newest first, on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        scratch = Path(name)
+        redis_server, port = start_private_redis(scratch)
+        processes = [redis_server]
+        try:
+            yield scratch, port, processes
+        finally:
+            for process in reversed(processes):
+                process.stop()
 
 
 def make_tls_files(directory: Path, openssl: str) -> dict[str, Path]:

@@ -127,6 +127,18 @@ def render(
     return Project(dst, {k: v for k, v in recorded.items() if not k.startswith("_")}, files)
 
 
+def private_redis_env(project: Path, port: int) -> dict[str, str]:
+    """This environment for a rendered project's processes (the scripts' demo and screenshot):
+    no CELERY_* or FLOWER_* variable of the caller's, the broker and results on the private Redis
+    at `port`, and the project importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "FLOWER_"))}
+    return env | {
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/1",
+        "PYTHONPATH": str(project),
+    }
+
+
 def run_project_suite(
     path: Path, *tests: str, broker: str = "redis", write_bytecode: bool = False
 ) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 OPTIONAL = (
     "deploy/kubernetes",
+    "deploy/kubernetes-keda",
     "deploy/supervisord",
     "deploy/systemd",
     "deploy",

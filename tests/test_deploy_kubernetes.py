@@ -7,17 +7,22 @@ manifests (tests/support/kubernetes.py says what is substituted).
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import psutil
 import pytest
 import yaml
@@ -35,7 +40,7 @@ from .support.kubernetes import (
 )
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port, start_private_redis
-from .support.render import DEFAULTS, Project
+from .support.render import DEFAULTS, RENDER_MATRIX, Project
 from .support.stack import Namespace, Stack
 
 VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
@@ -74,6 +79,17 @@ def manifests(request: pytest.FixtureRequest, render_project: Callable[..., Proj
     return Manifests.load(render_project(**STATIC_SETS[request.param]))
 
 
+def kustomize(directory: Path) -> str:
+    """`kubectl kustomize`: what `kubectl apply -k` would send."""
+    return subprocess.run(
+        [tools.executable("kubectl"), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
 def validate(paths: list[Path], version: str | None = None) -> tuple[int, str]:
     """kubernetes-validate --strict: unknown fields fail too. Without a version, its newest."""
     args = [VALIDATE, "--strict", *(["-k", version] if version else []), *map(str, paths)]
@@ -108,13 +124,7 @@ def test_kustomization_lists_every_manifest(manifests: Manifests) -> None:
 def test_kubectl_kustomize_builds_the_same_valid_resources(
     manifests: Manifests, tmp_path: Path
 ) -> None:
-    built = subprocess.run(
-        [tools.executable("kubectl"), "kustomize", str(manifests.directory)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    built = kustomize(manifests.directory)
     (tmp_path / "built.yaml").write_text(built)
     code, output = validate([tmp_path / "built.yaml"])
     assert code == 0 and "WARN" not in output, output
@@ -192,6 +202,12 @@ def component_of(resource: dict[str, Any]) -> str:
     return str(resource["metadata"]["labels"]["app.kubernetes.io/component"])
 
 
+def pool_processes(container: dict[str, Any], configmap: dict[str, str]) -> int:
+    """A worker container's pool processes: its --concurrency, else the ConfigMap's."""
+    flags = [arg for arg in container["command"] if arg.startswith("--concurrency=")]
+    return int(flags[0].split("=")[1] if flags else configmap["CELERY_WORKER_CONCURRENCY"])
+
+
 def test_configmap_holds_known_settings_and_no_secret(manifests: Manifests) -> None:
     [configmap] = manifests.of_kind("ConfigMap")
     data = configmap["data"]
@@ -210,8 +226,7 @@ def test_configmap_holds_known_settings_and_no_secret(manifests: Manifests) -> N
         if not [d for d in manifests.of_kind("Deployment") if component_of(d) == component]:
             continue
         container = manifests.container(component)
-        flags = [a for a in container["command"] if a.startswith("--concurrency=")]
-        processes = int(flags[0].split("=")[1]) if flags else int(data["CELERY_WORKER_CONCURRENCY"])
+        processes = pool_processes(container, data)
         limit = quantity_bytes(container["resources"]["limits"]["memory"])
         assert processes * per_child + 128 * 2**20 <= limit, component
     assert not SECRET_KEYS & set(data)
@@ -305,6 +320,230 @@ def test_probes_name_the_configured_heartbeat_files(manifests: Manifests) -> Non
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = manifests.container("flower")[kind]["httpGet"]
         assert (get["path"], get["port"]) == ("/healthcheck", "http")
+
+
+# -- autoscaling with KEDA (deploy/kubernetes-keda) -------------------------------------------
+
+# KEDA's ScaledObject CRD, vendored with its version and source (tests/data/keda/README.md).
+KEDA_CRD = Path(__file__).parent / "data" / "keda" / "keda.sh_scaledobjects.yaml"
+# Two workers (defaults, RabbitMQ), a main worker on two queues, and one worker on all queues.
+KEDA_SETS = ["defaults", "rabbitmq", "three-queues", "one-queue"]
+EXPORTER_PORT = 9808  # the exporter's Service, {k8s_name}-metrics (docs/deploy-kubernetes.md)
+
+
+def strict(schema: Any) -> Any:
+    """An openAPIV3Schema as kubectl applies it (--validate=strict, its default): a field that
+    the schema does not name is an error, where JSON Schema would let it through."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {name: strict(sub) for name, sub in out["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = strict(out[key])
+    for key in ("anyOf", "allOf", "oneOf"):
+        if key in out:
+            out[key] = [strict(sub) for sub in out[key]]
+    return out
+
+
+@functools.cache
+def scaled_object_schema() -> tuple[str, jsonschema.Draft7Validator]:
+    """The apiVersion that KEDA stores ScaledObjects in, and a validator for its schema."""
+    crd = yaml.safe_load(KEDA_CRD.read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["served"] and v["storage"]]
+    schema = strict(version["schema"]["openAPIV3Schema"])
+    jsonschema.Draft7Validator.check_schema(schema)
+    return f"{crd['spec']['group']}/{version['name']}", jsonschema.Draft7Validator(schema)
+
+
+def schema_errors(resource: dict[str, Any]) -> list[str]:
+    api_version, validator = scaled_object_schema()
+    errors = []
+    if resource.get("apiVersion") != api_version:
+        errors.append(f"apiVersion {resource.get('apiVersion')!r}, not {api_version!r}")
+    for error in validator.iter_errors(resource):
+        errors.append(f"{'/'.join(map(str, error.absolute_path))}: {error.message}")
+    return errors
+
+
+def all_queues(answers: dict[str, Any]) -> list[str]:
+    return [name.strip() for name in answers["queues"].split(",")]
+
+
+def worker_queues(deployment: dict[str, Any], answers: dict[str, Any]) -> list[str]:
+    """The queues a worker Deployment's command consumes: its --queues/-Q, else every queue
+    (routing.py declares them all in task_queues)."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    command = [*container["command"], *container.get("args", [])]
+    for position, arg in enumerate(command):
+        if arg.startswith("--queues="):
+            return str(arg.split("=", 1)[1]).split(",")
+        if arg == "-Q":
+            return str(command[position + 1]).split(",")
+    return all_queues(answers)
+
+
+def held_per_pod(deployment: dict[str, Any], configmap: dict[str, str]) -> int:
+    """Tasks one busy pod holds reserved: its pool processes x the prefetch multiplier."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    processes = pool_processes(container, configmap)
+    return processes * int(configmap["CELERY_WORKER_PREFETCH_MULTIPLIER"])
+
+
+def keda_directory(manifests: Manifests) -> Path:
+    return manifests.directory.parent / "kubernetes-keda"
+
+
+@pytest.mark.tool("kubectl")
+@pytest.mark.parametrize("answer_set", KEDA_SETS)
+def test_keda_variant_scales_each_worker_on_the_backlog_of_its_own_queues(
+    answer_set: str, render_project: Callable[..., Project]
+) -> None:
+    project = render_project(**RENDER_MATRIX[answer_set])
+    base = Manifests.load(project)
+    directory = keda_directory(base)
+    kustomization = yaml.safe_load((directory / KUSTOMIZATION).read_text())
+    files = {p.name for p in directory.glob("*.yaml") if p.name != KUSTOMIZATION}
+    assert sorted(kustomization["resources"]) == sorted({"../kubernetes", *files})
+    built = list(yaml.safe_load_all(kustomize(directory)))
+
+    def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+        return {r["metadata"]["name"]: r for r in built if r["kind"] == kind}
+
+    # The base as it is, less its HPA, plus one ScaledObject per worker Deployment.
+    [hpa] = base.of_kind("HorizontalPodAutoscaler")
+    expected = {(r["kind"], r["metadata"]["name"]) for r in base.resources.values()}
+    expected.remove(("HorizontalPodAutoscaler", hpa["metadata"]["name"]))
+    workers = {
+        name: deployment
+        for name, deployment in of_kind("Deployment").items()
+        if component_of(deployment).startswith("worker")
+    }
+    # One queue: one worker consumes it; more: the urgent queue has a worker of its own.
+    assert len(workers) == min(2, len(all_queues(project.answers))), sorted(workers)
+    expected |= {("ScaledObject", name) for name in workers}
+    assert {(r["kind"], r["metadata"]["name"]) for r in built} == expected
+    namespace = kustomization["namespace"]
+    assert {r["metadata"]["namespace"] for r in built} == {namespace}
+
+    [configmap_resource] = base.of_kind("ConfigMap")
+    configmap = configmap_resource["data"]
+    service = f"{base.deployment('worker')['metadata']['labels']['app.kubernetes.io/name']}-metrics"
+    scaled_objects = of_kind("ScaledObject")
+    targets = sorted(so["spec"]["scaleTargetRef"]["name"] for so in scaled_objects.values())
+    assert targets == sorted(workers), "exactly one ScaledObject per worker Deployment"
+    for name, scaled in scaled_objects.items():
+        assert schema_errors(scaled) == [], name
+        spec = scaled["spec"]
+        target = spec["scaleTargetRef"]
+        assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
+        deployment = workers[target["name"]]
+        assert component_of(scaled) == component_of(deployment)
+        # KEDA owns the count: a `replicas:` would reset it on every apply.
+        assert "replicas" not in deployment["spec"], name
+        [backlog] = [t for t in spec["triggers"] if t["type"] == "metrics-api"]
+        url = urllib.parse.urlsplit(backlog["metadata"]["url"])
+        # KEDA calls it from its own namespace: the host names the workers' namespace.
+        assert (url.scheme, url.hostname) == ("http", f"{service}.{namespace}.svc"), url
+        assert (url.port, url.path) == (EXPORTER_PORT, "/backlog"), url
+        queues = urllib.parse.parse_qs(url.query, strict_parsing=True)["queues"]
+        assert queues[0].split(",") == worker_queues(deployment, project.answers), (name, url)
+        assert backlog["metadata"]["valueLocation"] == "backlog"
+        # AverageValue (replicas = backlog / target) is also what `fallback` needs up to KEDA 2.17.
+        assert backlog["metricType"] == "AverageValue"
+        # N busy pods with nothing waiting must not ask for more than N pods.
+        target_value = int(backlog["metadata"]["targetValue"])
+        assert target_value >= held_per_pod(deployment, configmap), name
+        assert spec["minReplicaCount"] >= 1, "scaling to zero is the user's choice, not ours"
+        assert spec["minReplicaCount"] <= spec["fallback"]["replicas"] <= spec["maxReplicaCount"]
+        assert spec["fallback"]["failureThreshold"] >= 1
+        scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+        assert scale_down == hpa["spec"]["behavior"]["scaleDown"], "drain one pod at a time"
+        if component_of(deployment) == "worker":
+            # What the plain HPA does, KEDA's HPA does too: the same bounds and CPU target.
+            assert target_value == held_per_pod(deployment, configmap)
+            bounds = (spec["minReplicaCount"], spec["maxReplicaCount"])
+            assert bounds == (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"])
+            [cpu] = [t for t in spec["triggers"] if t["type"] == "cpu"]
+            [metric] = hpa["spec"]["metrics"]
+            utilization = metric["resource"]["target"]["averageUtilization"]
+            assert cpu["metricType"] == "Utilization"
+            assert cpu["metadata"] == {"value": str(utilization)}
+    # The exporter's Service comes with the exporter's manifests: once there, on the URL's port.
+    services = of_kind("Service")
+    if service in services:
+        assert EXPORTER_PORT in [p["port"] for p in services[service]["spec"]["ports"]]
+
+
+@pytest.mark.tool("kubectl")
+def test_keda_namespace_is_set_once_and_reaches_every_exporter_url(
+    render_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    project = render_project(**DEFAULTS)
+    deploy = shutil.copytree(project.path / "deploy", tmp_path / "deploy")
+    kustomization = deploy / "kubernetes-keda" / KUSTOMIZATION
+    text = kustomization.read_text()
+    assert text.count("\nnamespace: default\n") == 1
+    kustomization.write_text(text.replace("\nnamespace: default\n", "\nnamespace: jobs-prod\n"))
+    built = list(yaml.safe_load_all(kustomize(deploy / "kubernetes-keda")))
+    assert {r["metadata"]["namespace"] for r in built} == {"jobs-prod"}
+    urls = [
+        trigger["metadata"]["url"]
+        for r in built
+        if r["kind"] == "ScaledObject"
+        for trigger in r["spec"]["triggers"]
+        if trigger["type"] == "metrics-api"
+    ]
+    name = Manifests.load(project).deployment("worker")["metadata"]["labels"][
+        "app.kubernetes.io/name"
+    ]
+    host = f"{name}-metrics.jobs-prod.svc"
+    assert len(urls) == 2 and all(urllib.parse.urlsplit(u).hostname == host for u in urls), urls
+
+
+def misspell_field(spec: dict[str, Any]) -> None:
+    spec["pollingIntervall"] = spec.pop("pollingInterval")
+
+
+def number_where_a_string_is_due(spec: dict[str, Any]) -> None:
+    spec["triggers"][0]["metadata"]["targetValue"] = 2  # trigger metadata values are strings
+
+
+def string_where_a_number_is_due(spec: dict[str, Any]) -> None:
+    spec["maxReplicaCount"] = "4"
+
+
+def drop_required_field(spec: dict[str, Any]) -> None:
+    del spec["fallback"]["replicas"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "field"),
+    [
+        (misspell_field, "pollingIntervall"),
+        (number_where_a_string_is_due, "targetValue"),
+        (string_where_a_number_is_due, "maxReplicaCount"),
+        (drop_required_field, "replicas"),
+    ],
+    ids=["misspelled-field", "number-for-string", "string-for-number", "missing-required"],
+)
+def test_keda_schema_rejects_a_broken_scaled_object(
+    breakage: Callable[[dict[str, Any]], None],
+    field: str,
+    render_project: Callable[..., Project],
+) -> None:
+    """The validation bites: the rendered ScaledObject passes, and each mistake fails it."""
+    manifests = Manifests.load(render_project(**DEFAULTS))
+    path = keda_directory(manifests) / "worker-scaledobject.yaml"
+    [scaled] = list(yaml.safe_load_all(path.read_text()))
+    assert schema_errors(scaled) == []
+    broken = copy.deepcopy(scaled)
+    breakage(broken["spec"])
+    errors = schema_errors(broken)
+    assert errors and all(field in error for error in errors), errors
 
 
 # -- the processes ----------------------------------------------------------------------------

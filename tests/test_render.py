@@ -205,7 +205,7 @@ def test_dependencies_match_broker_and_backend(new_project: Project) -> None:
     ]
     assert pyproject["project"]["requires-python"] == f">={project.answers['python_version']}"
     dev = " ".join(pyproject["project"]["optional-dependencies"]["dev"])
-    for tool in ("watchdog", "flower", "pytest", "ruff", "mypy", "celery-types"):
+    for tool in ("watchdog", "flower", "pytest", "ruff", "mypy", "celery-types", "rich"):
         assert tool in dev
 
 

@@ -9,7 +9,8 @@
     metrics                serve the queues' metrics for Prometheus and KEDA (metrics.py);
                            --once prints them once
 
---json prints JSON instead of a table. Exit status: 0; 1 on a configuration error (one line
+--json prints JSON instead of a table. On a terminal, tables are drawn with rich when it is
+installed (the dev extra has it); piped, they are plain aligned columns for grep and awk. Exit status: 0; 1 on a configuration error (one line
 naming the variable); 2 on bad usage, a refused purge or a port the exporter cannot bind; 3
 when the broker cannot be reached; 4 when no worker answers `status`.
 """
@@ -89,7 +90,28 @@ def _cell(value: Any) -> str:
 
 
 def show(rows: list[dict[str, Any]], as_json: bool) -> None:
-    print(json.dumps(rows, indent=2) if as_json else table(rows))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif not (sys.stdout.isatty() and drawn(rows)):
+        print(table(rows))
+
+
+def drawn(rows: list[dict[str, Any]]) -> bool:
+    """The rows as a rich table on the terminal; False when rich is not installed."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return False
+    names = list(rows[0]) if rows else []
+    numeric = {name for name in names if all(isinstance(row[name], (int, float)) for row in rows)}
+    grid = Table(*names, header_style="bold")
+    for name, column in zip(names, grid.columns, strict=True):
+        column.justify = "right" if name in numeric else "left"
+    for row in rows:
+        grid.add_row(*(_cell(row[name]) for name in names))
+    Console().print(grid)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,13 +9,14 @@ import secrets
 {% if broker == 'redis' or result_backend == 'redis' -%}
 import ssl
 {% endif -%}
+import sys
 from pathlib import Path
 from urllib.parse import urlunsplit
 
 import pytest
 
 from {{ package_path }} import env_file
-from {{ package_path }}.__main__ import env_example, main
+from {{ package_path }}.__main__ import env_example, main, show
 from {{ package_path }}.celery_config import celery_settings
 from {{ package_path }}.config import VARIABLES, ConfigError, load_settings
 from {{ package_path }}.env_file import load_env_file
@@ -168,6 +169,18 @@ def test_config_command_shows_values_sources_and_no_password(
     environ["CELERY_TASK_TIME_LIMIT"] = "soon"
     assert main(["config"]) == 1
     assert capsys.readouterr().err.startswith("configuration error: CELERY_TASK_TIME_LIMIT=")
+
+
+def test_tables_are_drawn_on_a_terminal_and_plain_when_piped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"queue": "default", "ready": 12, "reserved": None}]
+    show(rows, as_json=False)  # captured: not a terminal
+    assert capsys.readouterr().out.splitlines() == ["queue    ready  reserved", "default  12     -"]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    show(rows, as_json=False)
+    drawn = capsys.readouterr().out
+    assert drawn.startswith("┏") and "queue" in drawn and "│ default │    12 │ -" in drawn
 
 {%- if broker == 'redis' or result_backend == 'redis' %}
 {%- set redis_variable = 'CELERY_BROKER_URL' if broker == 'redis' else 'CELERY_RESULT_BACKEND' %}

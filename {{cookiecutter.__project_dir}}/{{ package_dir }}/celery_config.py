@@ -130,13 +130,15 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#redis-backend-use-ssl
         config["redis_backend_use_ssl"] = redis_tls_options(settings)
 {%- elif result_backend == 'postgresql' %}
-    # Celery's database backend (SQLAlchemy): it creates its tables, celery_taskmeta and
-    # celery_tasksetmeta, on first use. pool_pre_ping tests a pooled connection before using it,
-    # so one the server closed (a restart, an idle timeout) is replaced instead of failing a task;
-    # pool_recycle replaces connections older than an hour; connect_timeout bounds the wait for
-    # a server that does not answer. Expired rows are deleted by celery.backend_cleanup, which
-    # the beat schedule runs (schedule.py).
+    # Celery's database backend (SQLAlchemy). Its tables, celery_taskmeta and celery_tasksetmeta,
+    # are created on the first read or write of a result, not when a process starts: beat, Flower
+    # and code that only sends tasks start (and keep scheduling) while PostgreSQL is away.
+    # pool_pre_ping tests a pooled connection before using it, so one the server closed (a
+    # restart, an idle timeout) is replaced instead of failing a task; pool_recycle replaces
+    # connections older than an hour; connect_timeout bounds the wait for a server that does not
+    # answer. Expired rows are deleted by celery.backend_cleanup, on the beat schedule (schedule.py).
     # https://docs.celeryq.dev/en/stable/userguide/configuration.html#database-backend-settings
+    config["database_create_tables_at_setup"] = False
     config["database_engine_options"] = {
         "pool_pre_ping": True,
         "pool_recycle": 3600,

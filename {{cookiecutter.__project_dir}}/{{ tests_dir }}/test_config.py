@@ -223,11 +223,11 @@ def test_results_go_to_postgresql_through_psycopg_3() -> None:
     config = celery_settings(load_settings({}))
     assert config["result_backend"].startswith("db+postgresql+psycopg://")
     assert config["database_engine_options"]["pool_pre_ping"] is True
-    for url in ("postgresql://celery:s3cret@db/celery", "db+postgresql://celery:s3cret@db/celery"):
+    for scheme in ("postgresql", "db+postgresql"):  # the second would ask for psycopg2
         with pytest.raises(ConfigError, match=r"db\+postgresql\+psycopg://") as error:
-            load_settings({"CELERY_RESULT_BACKEND": url})
+            load_settings({"CELERY_RESULT_BACKEND": f"{scheme}://celery:PASSWORD@db/celery"})
         assert str(error.value).startswith("CELERY_RESULT_BACKEND=")
-        assert "s3cret" not in str(error.value)
+        assert "PASSWORD" not in str(error.value)
     assert config["beat_schedule"]["celery.backend_cleanup"]["task"] == "celery.backend_cleanup"
 {%- endif %}
 

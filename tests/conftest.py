@@ -11,6 +11,7 @@ import pytest
 
 from .support import tools
 from .support.faults import Figures
+from .support.postgresql import PrivateDatabase
 from .support.redis_server import redis_server_binary
 from .support.render import Project, RenderCache
 from .support.stack import PrivateRedisServers, RabbitNamespaces, RedisNamespaces, Stack
@@ -38,6 +39,15 @@ def redis_namespaces(private_redis_servers: PrivateRedisServers) -> RedisNamespa
 def redis_server(request: pytest.FixtureRequest) -> str:
     """Each Redis server kind in turn (a test on both): the binary's path."""
     return tools.redis_server_of(request.param)
+
+
+@pytest.fixture(scope="session")
+def postgresql_database() -> Iterator[PrivateDatabase]:
+    """A database of this session's own on the machine's PostgreSQL, dropped at the end."""
+    tools.require("postgresql")
+    database = PrivateDatabase()
+    yield database
+    database.close()
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +104,8 @@ def stack_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
             namespace = request.getfixturevalue("rabbit_namespaces").new(result_backend=backend)
         else:
             namespace = redis.new()
+        if project.result_backend == "postgresql":
+            namespace.result_backend = request.getfixturevalue("postgresql_database").url
         stack = Stack(project, namespace, tmp_path / f"stack{len(stacks)}", venv)
         stack.log_dir.mkdir()
         stacks.append(stack)

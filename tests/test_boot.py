@@ -18,6 +18,7 @@ import redis
 
 from .support import tools
 from .support.http import http_get, http_status, wait_for_http
+from .support.postgresql import PrivateDatabase
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import (
     free_port,
@@ -56,8 +57,11 @@ def stack(
 
 def test_worker_runs_every_sample_task(stack: Stack) -> None:
     worker = stack.worker()
-    out = stack.probe("samples")
+    assert_samples_ran(stack, worker, stack.probe("samples"))
 
+
+def assert_samples_ran(stack: Stack, worker: ManagedProcess, out: dict[str, Any]) -> None:
+    """What probe.py's `samples` returns when every sample task ran on `worker`."""
     document = out["process_document"]
     assert (document["document_id"], document["words"], document["status"]) == (
         "doc-1",
@@ -90,6 +94,40 @@ def test_worker_runs_every_sample_task(stack: Stack) -> None:
     assert out["health_check"]["status"] == "ok"
     assert out["gathered"][0]["status"] == "ok"
     assert out["gathered"][1]["document_id"] == "doc-2"
+
+
+@pytest.mark.tool("postgresql")
+def test_results_progress_failures_and_expiry_in_postgresql(
+    render_project: Callable[..., Project],
+    stack_factory: Callable[..., Stack],
+    postgresql_database: PrivateDatabase,
+) -> None:
+    """result_backend=postgresql, in the session's private database: every sample task's result
+    and analyze_content's progress are read back from it, a failure is stored with its error,
+    and celery.backend_cleanup sent through the worker deletes the result older than
+    CELERY_RESULT_EXPIRES and keeps the others."""
+    stack = stack_factory(render_project(**RENDER_MATRIX["postgresql-results"]))
+    worker = stack.worker()
+    out = stack.probe("expire_results")
+    assert_samples_ran(stack, worker, out["samples"])
+    assert out["failed"]["state"] == "FAILURE"
+    assert out["failed"]["status"].startswith("ValueError: format must be one of"), out
+    rows = dict(
+        postgresql_database.query(
+            "SELECT task_id, status FROM celery_taskmeta WHERE task_id = ANY(%s)",
+            [out["failed"]["id"], out["old"], out["fresh"], out["cleanup"]],
+        )
+    )
+    assert out["old"] not in rows, "the expired result was not deleted"
+    assert rows == {
+        out["failed"]["id"]: "FAILURE",
+        out["fresh"]: "SUCCESS",
+        out["cleanup"]: "SUCCESS",
+    }
+    (traceback,) = postgresql_database.query(
+        "SELECT traceback FROM celery_taskmeta WHERE task_id = %s", out["failed"]["id"]
+    )[0]
+    assert "ValueError" in traceback
 
 
 def test_awaiting_a_result_never_blocks_the_event_loop(broker_stack: Stack) -> None:

@@ -47,6 +47,7 @@ SCHEMA_SETS = {
     **DOCKER_SETS,
     "rabbitmq-redis-results": RENDER_MATRIX["rabbitmq-redis-results"],
     "no-results": RENDER_MATRIX["no-results"],
+    "postgresql-results": RENDER_MATRIX["postgresql-results"],
 }
 SECRET_NAME = re.compile(r"PASS|AUTH|SECRET|TOKEN", re.IGNORECASE)
 REQUIRED_VARIABLE = re.compile(r"\$\{\w+:\?[^}]+\}")
@@ -74,6 +75,8 @@ def dotenv_for(project: Project, **extra: str) -> dict[str, str]:
     values["FLOWER_BASIC_AUTH"] = f"ops:{secrets.token_hex(12)}"
     if project.broker == "rabbitmq":
         values["RABBITMQ_PASSWORD"] = secrets.token_hex(12)
+    if project.result_backend == "postgresql":
+        values["POSTGRES_PASSWORD"] = secrets.token_hex(12)
     return values | extra
 
 
@@ -219,6 +222,29 @@ def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Pr
     assert f"--port={port}" in services["flower"]["command"]
     concurrency = compose.container_env("worker")["CELERY_WORKER_CONCURRENCY"]
     assert concurrency == project.answers["worker_processes"]
+
+
+def test_postgresql_results_get_a_healthy_database_with_a_volume(
+    render_project: Callable[..., Project],
+) -> None:
+    """result_backend=postgresql: a postgres service with a health check and a volume, every
+    Celery service waits for it to be healthy, and their URL has its password and database."""
+    project = render_project(**RENDER_MATRIX["postgresql-results"])
+    dotenv = dotenv_for(project)
+    compose = ComposeProject(project, dotenv)
+    services = compose.services
+    database = services["postgres"]
+    assert database["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert database["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    assert "postgres-data" in compose.raw["volumes"]
+    assert database["environment"]["POSTGRES_PASSWORD"] == dotenv["POSTGRES_PASSWORD"]
+    url = f"db+postgresql+psycopg://celery:{dotenv['POSTGRES_PASSWORD']}@postgres:5432/celery"
+    for name in ("worker", "worker-urgent", "beat", "flower"):
+        assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert compose.container_env(name)["CELERY_RESULT_BACKEND"] == url
+    without = {k: v for k, v in dotenv.items() if k != "POSTGRES_PASSWORD"}
+    with pytest.raises(InterpolationError, match="POSTGRES_PASSWORD"):
+        ComposeProject(project, without)
 
 
 def test_no_secret_in_the_image_or_the_files(docker_project: Project) -> None:

@@ -60,6 +60,7 @@ STATIC_SETS: dict[str, dict[str, Any]] = {
     },
     "rabbitmq-rpc": {"broker": "rabbitmq", "deploy_targets": K8S},
     "no-results": {"result_backend": "none", "deploy_targets": K8S},
+    "postgresql-results": {"result_backend": "postgresql"},  # the render test's set
     "existing-repo": {
         "new_project": False,
         "package_path": "_Internal.jobs",
@@ -142,7 +143,7 @@ def test_names_and_references_resolve(manifests: Manifests) -> None:
     secret_name, secret_keys = manifests.documented_secret()
     assert set(secret_keys) <= SECRET_KEYS and "CELERY_BROKER_URL" in secret_keys
     assert ("CELERY_RESULT_BACKEND" in secret_keys) == (
-        manifests.answers["result_backend"] == "redis"
+        manifests.answers["result_backend"] in ("redis", "postgresql")
     )
     configmaps = {r["metadata"]["name"] for r in manifests.of_kind("ConfigMap")}
     for component in ("worker", "beat", "flower"):

@@ -23,15 +23,28 @@ pytestmark = pytest.mark.timeout(600)
 HERE = {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"}
 
 
-def test_the_lock_without_redis_is_complete_and_hashed(
-    render_project: Callable[..., Project], tmp_path: Path
+# The lock files the install below does not run, and packages each must (not) bring.
+OTHER_LOCKS = {
+    "rabbitmq": (RABBITMQ, {"amqp"}, {"redis", "sqlalchemy"}),
+    "postgresql-results": (
+        {"result_backend": "postgresql"},
+        {"redis", "sqlalchemy", "psycopg"},
+        set(),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_LOCKS))
+def test_the_other_locks_are_complete_and_hashed(
+    name: str, render_project: Callable[..., Project], tmp_path: Path
 ) -> None:
-    """The other lock file (no Redis: RabbitMQ with rpc results): pip resolves it with every
-    dependency, and every one must be in the file with its hash (--require-hashes refuses a
-    missing one), on this Python. The install below runs the Redis one."""
-    project = render_project(**RABBITMQ, **HERE)
+    """The other lock files (RabbitMQ with rpc results: no Redis; Redis with PostgreSQL results):
+    pip resolves each with every dependency, and every one must be in the file with its hash
+    (--require-hashes refuses a missing one), on this Python. The install below runs the Redis
+    one."""
+    answers, present, absent = OTHER_LOCKS[name]
+    project = render_project(**answers, **HERE)
     lock = project.path / "requirements.lock"
-    assert not any(line.startswith("redis==") for line in lock.read_text().splitlines())
     report = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q",
@@ -41,7 +54,7 @@ def test_the_lock_without_redis_is_complete_and_hashed(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"celery", "kombu", "amqp", "flower"} <= names and "redis" not in names
+    assert {"celery", "kombu", "flower", *present} <= names and not absent & names
 
 
 def test_worker_from_a_fresh_virtualenv_runs_tasks(

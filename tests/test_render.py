@@ -37,7 +37,7 @@ COPIER_COPY = [str(BIN / "copier"), "copy", "--trust", "--defaults", "--vcs-ref"
 # Strict checks applied to existing-repo renders too, which carry no pyproject.toml of their own.
 RUFF_RULES = "E4,E7,E9,F,W,I,B,UP,SIM,RUF"
 COMPUTED = {"reserved_top_level_names", "known_timezones", "python_keywords", "queue_names"}
-COMPUTED |= {"package_dir", "tests_dir", "celery_requirement"}
+COMPUTED |= {"package_dir", "tests_dir", "celery_requirement", "backend_requirements"}
 COMPUTED |= {"service_name", "image_name", "k8s_name"}
 
 
@@ -197,12 +197,10 @@ def test_dependencies_match_broker_and_backend(new_project: Project) -> None:
     project = new_project
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
     needs_redis = "redis" in (project.broker, project.result_backend)
-    expected = "celery[redis]>=5.7" if needs_redis else "celery>=5.7"
-    assert pyproject["project"]["dependencies"] == [
-        expected,
-        "kombu>=5.7",
-        "prometheus-client>=0.17",
-    ]
+    expected = ["celery[redis]>=5.7" if needs_redis else "celery>=5.7", "kombu>=5.7", "prometheus-client>=0.17"]
+    if project.result_backend == "postgresql":
+        expected += ["sqlalchemy>=2", "psycopg[binary]>=3.1"]
+    assert pyproject["project"]["dependencies"] == expected
     assert pyproject["project"]["requires-python"] == f">={project.answers['python_version']}"
     dev = " ".join(pyproject["project"]["optional-dependencies"]["dev"])
     for tool in ("watchdog", "flower", "pytest", "ruff", "mypy", "celery-types", "rich"):
@@ -273,7 +271,8 @@ def test_configuration_reference_agrees_with_the_declarations(
     shows its default, and names no variable that no render declares."""
     rows = documented_variables()
     declared: set[str] = set()
-    for name in ("defaults", "rabbitmq", "rabbitmq-redis-results", "no-results"):
+    sets = ("defaults", "rabbitmq", "rabbitmq-redis-results", "no-results", "postgresql-results")
+    for name in sets:
         variables = declared_variables(render_project(**RENDER_MATRIX[name]))
         declared |= set(variables)
         for variable, default in variables.items():

@@ -276,6 +276,42 @@ def workflows(
     return out
 
 
+def expire_results(tasks: ModuleType, client: ModuleType, timeout: float = 60) -> dict[str, Any]:
+    """Database result backends, after `samples` (one process for both): a failure stored and
+    read back; then two results, the first made older than result_expires (its date_done moved
+    back in the backend's table), and celery.backend_cleanup sent through the worker, as beat
+    sends it."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    ran = samples(tasks, client, timeout)
+    app = tasks.process_document.app
+    failed = tasks.process_document.delay("doc-bad", {"format": "pdf"})
+    failed.get(timeout=timeout, propagate=False)
+    progress = client.get_progress(failed)
+    old, fresh = tasks.health_check.delay(), tasks.health_check.delay()
+    old.get(timeout=timeout), fresh.get(timeout=timeout)
+    table = app.backend.task_cls
+    age = timedelta(seconds=app.conf.result_expires + 3600)
+    session = app.backend.ResultSession()
+    try:
+        moved = update(table).where(table.task_id == old.id)
+        session.execute(moved.values(date_done=table.date_done - age))
+        session.commit()
+    finally:
+        session.close()
+    cleanup = app.send_task("celery.backend_cleanup")
+    cleanup.get(timeout=timeout)
+    return {
+        "samples": ran,
+        "failed": {"id": failed.id, "state": progress.state, "status": progress.status},
+        "old": old.id,
+        "fresh": fresh.id,
+        "cleanup": cleanup.id,
+    }
+
+
 COMMANDS = {
     "workflows": workflows,
     "samples": samples,
@@ -285,6 +321,7 @@ COMMANDS = {
     "bulk_run": bulk_run,
     "urgent_latency": urgent_latency,
     "loop_lag": loop_lag,
+    "expire_results": expire_results,
 }
 
 

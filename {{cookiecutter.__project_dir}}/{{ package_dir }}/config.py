@@ -34,7 +34,14 @@ class Settings:
         "Broker connection URL ({{ 'redis://, rediss://, sentinel://' if broker == 'redis' else 'amqp://, amqps://, pyamqp://' }}).",
         secret=True,
     )
-{%- if result_backend != 'none' %}
+{%- if result_backend == 'postgresql' %}
+    result_backend: str | None = variable(
+        "db+postgresql+psycopg://celery@localhost:5432/celery",
+        parse.url("db+postgresql+psycopg"),
+        "Where results and progress are stored: db+postgresql+psycopg://user:password@host:port/db.",
+        secret=True,
+    )
+{%- elif result_backend != 'none' %}
     result_backend: str | None = variable(
         "{{ 'redis://localhost:6379/1' if result_backend == 'redis' else 'rpc://' }}",
         parse.url({{ '"redis", "rediss", "sentinel"' if result_backend == 'redis' else '"rpc"' }}),

@@ -39,6 +39,15 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             ),
             "args": ("daily",),
         },
+{%- if result_backend == 'postgresql' %}
+        # PostgreSQL keeps results until they are deleted: Celery's own task deletes those older
+        # than CELERY_RESULT_EXPIRES, daily at 04:00 (what beat would add under this name).
+        "celery.backend_cleanup": {
+            "task": "celery.backend_cleanup",
+            "schedule": crontab(minute="0", hour="4"),
+            "options": {"expires": 12 * 3600.0},
+        },
+{%- endif %}
     }
 
 

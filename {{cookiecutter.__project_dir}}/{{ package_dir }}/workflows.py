@@ -12,6 +12,9 @@ Which one to use:
 A chord needs a result backend that keeps the calls' results for the summary: Redis does;
 {%- if result_backend == 'rpc' %} rpc:// sends each result to its caller only, so Celery refuses
 chords on it (NotImplementedError).
+{%- elif result_backend == 'postgresql' %} PostgreSQL keeps them too, but Celery has no native
+join there: each chord is watched by a celery.chord_unlock task that polls the database every
+second until every call is done.
 {%- else %} this project stores no results, so Celery refuses chords (NotImplementedError).
 {%- endif %} The chord helpers are left out; chains work on any backend.
 {%- endif %}

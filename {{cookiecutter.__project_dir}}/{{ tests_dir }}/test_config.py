@@ -71,6 +71,9 @@ def test_visibility_timeout_below_the_longest_hold_is_refused() -> None:
         ("CELERY_TASK_SOFT_TIME_LIMIT", "900"),
         ("CELERY_WORKER_LOGLEVEL", "LOUD"),
         ("CELERY_BROKER_URL", "{{ 'amqp://localhost' if broker == 'redis' else 'redis://localhost' }}"),
+{%- if result_backend == 'postgresql' %}
+        ("CELERY_RESULT_BACKEND", "postgresql://celery@localhost/celery"),
+{%- endif %}
         ("CELERY_WORKER_QUEUES", "no_such_queue"),
         ("CELERY_TIMEZONE", "Mars/Olympus"),
         ("CELERY_BEAT_SCHEDULE_FILENAME", "beat.db"),
@@ -222,6 +225,23 @@ def test_sentinel_urls_need_the_master_name() -> None:
 {%- else %}
     assert config["result_backend_transport_options"] == {"master_name": "main"}
 {%- endif %}
+{%- endif %}
+
+{%- if result_backend == 'postgresql' %}
+
+
+def test_results_go_to_postgresql_through_psycopg_3() -> None:
+    """Only SQLAlchemy's psycopg 3 dialect is installed: another URL is refused at start, with the
+    form expected and without the password; beat deletes the expired results."""
+    config = celery_settings(load_settings({}))
+    assert config["result_backend"].startswith("db+postgresql+psycopg://")
+    assert config["database_engine_options"]["pool_pre_ping"] is True
+    for scheme in ("postgresql", "db+postgresql"):  # the second would ask for psycopg2
+        with pytest.raises(ConfigError, match=r"db\+postgresql\+psycopg://") as error:
+            load_settings({"CELERY_RESULT_BACKEND": f"{scheme}://celery:PASSWORD@db/celery"})
+        assert str(error.value).startswith("CELERY_RESULT_BACKEND=")
+        assert "PASSWORD" not in str(error.value)
+    assert config["beat_schedule"]["celery.backend_cleanup"]["task"] == "celery.backend_cleanup"
 {%- endif %}
 
 

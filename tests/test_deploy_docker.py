@@ -27,7 +27,7 @@ from .support.docker import (
     LocalContainer,
     read_dotenv,
 )
-from .support.http import http_status
+from .support.http import http_get, http_status
 from .support.processes import ManagedProcess, wait_until
 from .support.redis_server import free_port, redis_server_binary
 from .support.render import DEFAULTS, RABBITMQ, RENDER_MATRIX, Project
@@ -53,6 +53,7 @@ SECRET_NAME = re.compile(r"PASS|AUTH|SECRET|TOKEN", re.IGNORECASE)
 REQUIRED_VARIABLE = re.compile(r"\$\{\w+:\?[^}]+\}")
 # The fixed UID/GID of the image's service user: volumes get the same owner on every host.
 SERVICE_UID = "10001"
+METRICS_PORT = 9808  # the exporter's default port (CELERY_METRICS_PORT)
 # A client's call, run inside the rendered project with the test namespace's URLs.
 RUN_ONE_TASK = """
 import json
@@ -182,14 +183,15 @@ def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Pr
     project = docker_project
     compose = ComposeProject(project, dotenv_for(project))
     services = compose.services
-    assert set(services) >= {"broker", "worker", "beat", "flower"}
-    # One image for the three Celery services, under the name the Dockerfile's build line uses.
+    assert set(services) >= {"broker", "worker", "beat", "flower", "metrics"}
+    # One image for the Celery services, under the name the Dockerfile's build line uses.
     image = services["worker"]["image"]
     assert services["beat"]["image"] == services["flower"]["image"] == image
+    assert services["metrics"]["image"] == image
     assert f"docker build -t {image} " in project.dockerfile.read_text()
     assert services["beat"]["deploy"]["replicas"] == 1
     assert services["worker"]["deploy"]["replicas"] >= 1
-    for name in ("worker", "beat", "flower"):
+    for name in ("worker", "beat", "flower", "metrics"):
         assert services[name]["depends_on"]["broker"] == {"condition": "service_healthy"}
         assert services[name]["env_file"] == [{"path": ".env", "required": False}]
     # Every health check gates something: `up --wait` (the documented command) fails on an
@@ -202,7 +204,8 @@ def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Pr
         assert compose.container_healthcheck(name) == compose.image.healthcheck
         assert services[name]["healthcheck"]["start_interval"] == "5s"
         assert services["beat"]["depends_on"][name] == {"condition": "service_healthy"}
-    assert "worker" not in services["flower"]["depends_on"]  # the tool to look at a sick worker
+    for name in ("flower", "metrics"):  # the tools to look at a sick worker
+        assert "worker" not in services[name]["depends_on"], name
     for name, service in services.items():
         assert "healthcheck" in service or name in workers, name
     broker = services["broker"]
@@ -220,6 +223,17 @@ def test_compose_runs_one_beat_and_waits_for_a_healthy_broker(docker_project: Pr
     port = project.answers["flower_port"]
     assert services["flower"]["ports"] == [f"127.0.0.1:{port}:{port}"]
     assert f"--port={port}" in services["flower"]["command"]
+    # The exporter: on every interface of its container, published on the host's loopback only.
+    assert services["metrics"]["command"] == [
+        "python",
+        "-m",
+        project.package_path,
+        "metrics",
+        f"--port={METRICS_PORT}",
+    ]
+    assert services["metrics"]["ports"] == [f"127.0.0.1:{METRICS_PORT}:{METRICS_PORT}"]
+    assert compose.container_env("metrics")["CELERY_METRICS_ADDRESS"] == "0.0.0.0"
+    assert "FLOWER_BASIC_AUTH" not in services["metrics"]["environment"]
     concurrency = compose.container_env("worker")["CELERY_WORKER_CONCURRENCY"]
     assert concurrency == project.answers["worker_processes"]
 
@@ -450,3 +464,34 @@ def test_flower_service_answers_its_healthcheck_and_requires_credentials(
     user = dotenv["FLOWER_BASIC_AUTH"].split(":")[0]
     assert http_status(dashboard, f"{user}:wrong-password-123") == 401
     assert http_status(dashboard, dotenv["FLOWER_BASIC_AUTH"]) == 200
+
+
+@pytest.mark.timeout(120)
+def test_metrics_service_answers_its_healthcheck_and_stops_on_sigterm(
+    docker_project: Project, stack_factory: Callable[[Project], Stack], tmp_path: Path
+) -> None:
+    project = docker_project
+    stack = stack_factory(project)
+    compose = ComposeProject(project, dotenv_for(project, CELERY_METRICS_INTERVAL="1"))
+    local_port = free_port()
+    container = compose.localize(
+        "metrics", stack.namespace, mounts_for(project, tmp_path), {METRICS_PORT: local_port}
+    )
+    assert container.published == {METRICS_PORT: local_port}
+    exporter = start(stack, "metrics", container)
+
+    def healthy() -> bool:
+        assert exporter.running(), exporter.log()[-3000:]
+        return healthcheck(stack, container).returncode == 0
+
+    try:
+        wait_until(healthy, 60, interval=0.5)
+    except TimeoutError:  # say why: /healthz's body is the reading's error
+        raise AssertionError(http_get(f"http://127.0.0.1:{local_port}/healthz")) from None
+    status, text = http_get(f"http://127.0.0.1:{local_port}/metrics")
+    assert status == 200 and "celery_broker_up 1.0" in text, text
+    assert 'celery_queue_ready_messages{queue="default"} 0.0' in text, text
+    # docker stop: the image's STOPSIGNAL to the main process; it exits 0 at once.
+    exporter.signal_main(signal.Signals[compose.image.stopsignal])
+    assert exporter.wait(30) == 0, exporter.log()[-3000:]
+    assert healthcheck(stack, container).returncode != 0

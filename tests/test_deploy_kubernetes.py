@@ -71,6 +71,7 @@ STATIC_SETS: dict[str, dict[str, Any]] = {
 SECRET_KEYS = {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "FLOWER_BASIC_AUTH"}
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Service names are DNS-1035 labels
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@'\"]*:[^/\s@'\"<]+@")
+EXPORTER_PORT = 9808  # the exporter's Service, {k8s_name}-metrics (docs/deploy-kubernetes.md)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -146,7 +147,7 @@ def test_names_and_references_resolve(manifests: Manifests) -> None:
         manifests.answers["result_backend"] in ("redis", "postgresql")
     )
     configmaps = {r["metadata"]["name"] for r in manifests.of_kind("ConfigMap")}
-    for component in ("worker", "beat", "flower"):
+    for component in ("worker", "beat", "flower", "metrics"):
         deployment = manifests.deployment(component)
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -171,23 +172,43 @@ def test_names_and_references_resolve(manifests: Manifests) -> None:
             if "valueFrom" in variable
         }
         assert keys_read == set(secret_keys) - {"FLOWER_BASIC_AUTH"}, component
+    # The exporter: the broker URL only (it reads no results).
+    exporter_env = manifests.container("metrics").get("env", [])
+    assert [v["valueFrom"]["secretKeyRef"]["key"] for v in exporter_env if "valueFrom" in v] == [
+        "CELERY_BROKER_URL"
+    ]
     [hpa] = manifests.of_kind("HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == (
         "Deployment",
         manifests.deployment("worker")["metadata"]["name"],
     )
-    [service] = manifests.of_kind("Service")
-    flower_labels = manifests.deployment("flower")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= flower_labels.items()
-    ports = {p["name"]: p["containerPort"] for p in manifests.container("flower")["ports"]}
-    [service_port] = service["spec"]["ports"]
-    assert service_port["targetPort"] in ports
-    assert ports["http"] == service_port["port"] == int(manifests.answers["flower_port"])
+    services = {component_of(r): r for r in manifests.of_kind("Service")}
+    assert sorted(services) == ["flower", "metrics"]
+    expected_ports = {"flower": int(manifests.answers["flower_port"]), "metrics": EXPORTER_PORT}
+    for component, service in services.items():
+        labels = manifests.deployment(component)["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert service["spec"]["type"] == "ClusterIP", "no authentication on a public address"
+        ports = {p["name"]: p["containerPort"] for p in manifests.container(component)["ports"]}
+        [service_port] = service["spec"]["ports"]
+        assert (
+            ports[service_port["targetPort"]] == service_port["port"] == expected_ports[component]
+        )
+    # The name KEDA's ScaledObjects (deploy/kubernetes-keda) call: <name>-metrics, port 9808.
+    name = manifests.deployment("worker")["metadata"]["labels"]["app.kubernetes.io/name"]
+    assert services["metrics"]["metadata"]["name"] == f"{name}-metrics"
+    exporter = manifests.deployment("metrics")
+    assert exporter["spec"]["replicas"] == 1
+    annotations = exporter["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(EXPORTER_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    command = manifests.container("metrics")["command"]
+    assert command[-2:] == ["metrics", f"--port={EXPORTER_PORT}"], command
 
 
 def test_image_is_the_one_the_dockerfile_builds(manifests: Manifests) -> None:
-    images = {manifests.container(c)["image"] for c in ("worker", "beat", "flower")}
+    images = {manifests.container(c)["image"] for c in ("worker", "beat", "flower", "metrics")}
     [image] = images
     name, tag = image.rsplit(":", 1)
     assert tag == "latest"
@@ -242,7 +263,7 @@ def test_no_manifest_holds_a_secret_value(manifests: Manifests) -> None:
             f"{path.name}: {CREDENTIALS_IN_URL.search(text)}"
         )
         assert not re.search(r"FLOWER_BASIC_AUTH=['\"]?\w+:\w", text), path.name
-    for component in ("worker", "beat", "flower"):
+    for component in ("worker", "beat", "flower", "metrics"):
         # A secret key in `env:` only as a reference to the Secret, never as a value.
         literal = {v["name"] for v in manifests.container(component).get("env", []) if "value" in v}
         assert not literal & SECRET_KEYS, component
@@ -271,6 +292,7 @@ def test_pods_are_hardened_and_write_only_to_volumes(manifests: Manifests) -> No
         "worker": [data["CELERY_WORKER_HEARTBEAT_FILE"]],
         "beat": [data["CELERY_BEAT_HEARTBEAT_FILE"], data["CELERY_BEAT_SCHEDULE_FILENAME"]],
         "flower": [],
+        "metrics": [],
     }
     for component, paths in writes.items():
         pod = manifests.pod(component)
@@ -321,6 +343,14 @@ def test_probes_name_the_configured_heartbeat_files(manifests: Manifests) -> Non
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = manifests.container("flower")[kind]["httpGet"]
         assert (get["path"], get["port"]) == ("/healthcheck", "http")
+    # The exporter: ready while it reads the broker, alive while it serves (test_metrics_probes_*).
+    exporter = manifests.container("metrics")
+    assert "startupProbe" not in exporter
+    paths = {kind: exporter[f"{kind}Probe"]["httpGet"] for kind in ("readiness", "liveness")}
+    assert {kind: (get["path"], get["port"]) for kind, get in paths.items()} == {
+        "readiness": ("/healthz", "metrics"),
+        "liveness": ("/metrics", "metrics"),
+    }
 
 
 # -- autoscaling with KEDA (deploy/kubernetes-keda) -------------------------------------------
@@ -329,7 +359,6 @@ def test_probes_name_the_configured_heartbeat_files(manifests: Manifests) -> Non
 KEDA_CRD = Path(__file__).parent / "data" / "keda" / "keda.sh_scaledobjects.yaml"
 # Two workers (defaults, RabbitMQ), a main worker on two queues, and one worker on all queues.
 KEDA_SETS = ["defaults", "rabbitmq", "three-queues", "one-queue"]
-EXPORTER_PORT = 9808  # the exporter's Service, {k8s_name}-metrics (docs/deploy-kubernetes.md)
 
 
 def strict(schema: Any) -> Any:
@@ -473,10 +502,9 @@ def test_keda_variant_scales_each_worker_on_the_backlog_of_its_own_queues(
             utilization = metric["resource"]["target"]["averageUtilization"]
             assert cpu["metricType"] == "Utilization"
             assert cpu["metadata"] == {"value": str(utilization)}
-    # The exporter's Service comes with the exporter's manifests: once there, on the URL's port.
+    # The exporter's Service (metrics-service.yaml), on the URL's port.
     services = of_kind("Service")
-    if service in services:
-        assert EXPORTER_PORT in [p["port"] for p in services[service]["spec"]["ports"]]
+    assert EXPORTER_PORT in [p["port"] for p in services[service]["spec"]["ports"]]
 
 
 @pytest.mark.tool("kubectl")
@@ -871,3 +899,55 @@ def test_flower_probe_answers_without_credentials_and_the_ui_needs_them(
         assert row["live"] == 200, (kind, row)
         assert row["stopped"] == "refused", (kind, row)
         assert row["stalled"] == "timeout", (kind, row)
+
+
+def test_metrics_probes_follow_the_broker_and_liveness_survives_its_outage(
+    stack_with_own_broker: tuple[Stack, OwnRedis], tmp_path: Path
+) -> None:
+    """The exporter's container run with its manifest's command, environment and probes: ready
+    while it reads the broker, unready (not dead) while the broker is away, ready again after."""
+    stack, own_redis = stack_with_own_broker
+    manifests = Manifests.load(stack.project)
+    container = local_container(manifests, "metrics", tmp_path, secret_values(stack))
+    assert container.env["CELERY_METRICS_ADDRESS"] == "0.0.0.0"
+    [port_arg] = [arg for arg in container.command if arg.startswith("--port=")]
+    kinds = container.probe_kinds()
+    assert kinds == ["readiness", "liveness"]
+    probes = {kind: container.probe(kind)["httpGet"] for kind in kinds}  # type: ignore[index]
+    for get in probes.values():
+        assert container.http_port(get["port"]) == int(port_arg.split("=")[1])
+    # Substituted: a free port (parallel tests) and a 1 s interval (the default 15 s is slow here).
+    port = free_port()
+    command = [f"--port={port}" if arg == port_arg else arg for arg in container.command]
+    exporter = stack.start("metrics", command, **container.env, CELERY_METRICS_INTERVAL="1")
+
+    def probe(kind: str) -> int | str:
+        timeout = container.probe(kind).get("timeoutSeconds", 1)  # type: ignore[union-attr]
+        return http_get(f"http://127.0.0.1:{port}{probes[kind]['path']}", timeout)
+
+    def verdicts() -> dict[str, int | str]:
+        assert exporter.running(), exporter.log()[-3000:]
+        return {kind: probe(kind) for kind in kinds}
+
+    def reach(expected: dict[str, int | str]) -> dict[str, int | str]:
+        wait_until(lambda: verdicts() == expected, 30, interval=0.2)
+        return expected
+
+    live: dict[str, int | str] = {"readiness": 200, "liveness": 200}
+    results = {"live": reach(live)}
+    rss = group_rss(exporter.pid)
+    print(f"\nmetrics: {rss / 2**20:.0f} MiB RSS, limit {memory_limit(container) / 2**20:.0f} MiB")
+    assert rss < memory_limit(container)
+    own_redis.stop()
+    # A broker outage: unready (out of the Service), but alive (no restart).
+    results["broker down"] = reach({"readiness": 503, "liveness": 200})
+    own_redis.restart()
+    results["broker back"] = reach(live)
+    exporter.signal_main(signal.SIGTERM)  # the kubelet's stop, to PID 1
+    assert exporter.wait(30) == 0, exporter.log()[-3000:]
+    results["stopped"] = {kind: probe(kind) for kind in kinds}
+    assert results["stopped"] == {"readiness": "refused", "liveness": "refused"}
+    print_table(
+        "exporter httpGet probes (status or error)",
+        {f"metrics {kind}": {fate: row[kind] for fate, row in results.items()} for kind in kinds},
+    )

@@ -1,4 +1,5 @@
-"""supervisord: the rendered deploy/supervisord files run worker, beat and Flower under a real supervisord.
+"""supervisord: the rendered deploy/supervisord files run worker, beat, Flower and the metrics
+exporter under a real supervisord.
 
 Each boot test starts supervisord with the rendered group included (tests/support/supervisord.py),
 drives it with supervisorctl and the XML-RPC interface, and ends with `supervisorctl shutdown`
@@ -7,7 +8,6 @@ leaving no process behind.
 
 from __future__ import annotations
 
-import base64
 import configparser
 import os
 import secrets
@@ -17,8 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import timezone
@@ -29,6 +27,7 @@ import pytest
 from celery import Celery
 
 from .support import tools
+from .support.http import http_get, http_status
 from .support.processes import wait_until
 from .support.redis_server import free_port
 from .support.render import Project
@@ -49,7 +48,8 @@ from .support.supervisord import (
 
 WORKER = "worker-0"
 URGENT = "urgent-0"
-PROGRAMS = (WORKER, URGENT, "beat", "flower")
+PROGRAMS = (WORKER, URGENT, "beat", "flower")  # celery's own processes
+METRICS = "metrics"
 SUPERVISORD_ONLY = ("supervisord",)  # a tuple: render_project's cache key must be hashable
 
 pytestmark = pytest.mark.timeout(240)
@@ -75,7 +75,7 @@ def test_rendered_programs_stop_gracefully_and_hold_no_secrets(rendered: Project
     conf_path = rendered_conf(rendered)
     parser = configparser.RawConfigParser(strict=True)
     parser.read(conf_path)
-    programs = [f"{name}-worker", f"{name}-urgent", f"{name}-beat", f"{name}-flower"]
+    programs = [f"{name}-{p}" for p in ("worker", "urgent", "beat", "flower", "metrics")]
     assert parser.sections() == [f"group:{name}"] + [f"program:{p}" for p in programs]
     assert parser.get(f"group:{name}", "programs").split(",") == programs
 
@@ -106,6 +106,10 @@ def test_rendered_programs_stop_gracefully_and_hold_no_secrets(rendered: Project
     flower = parser[f"program:{name}-flower"]["command"]
     assert f"-m {answers['package_path']}.flower --port={answers['flower_port']}" in flower
     assert f"/etc/{name}/flower.env" in flower
+    metrics = parser[f"program:{name}-metrics"]
+    assert metrics["command"].endswith(f" -m {answers['package_path']} metrics")
+    assert "flower.env" not in metrics["command"], "the exporter needs the broker URL only"
+    assert 'CELERY_METRICS_ADDRESS="127.0.0.1"' in metrics["environment"]
 
     values = " ".join(value for section in parser.values() for value in section.values())
     for secret in ("redis://", "amqp://", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL"):
@@ -215,6 +219,7 @@ def supervisor(
         "CELERY_BROKER_URL": stack.namespace.broker_url,
         "CELERY_RESULT_BACKEND": stack.namespace.result_backend,
         "CELERY_BEAT_CLEANUP_INTERVAL": "1",  # beat sends cleanup every second
+        "CELERY_METRICS_PORT": str(free_port()),  # not 9808: tests run in parallel
     }
     celery_env = []
     for line in installation.project.env_example.read_text().splitlines():
@@ -261,17 +266,6 @@ def assert_clean_shutdown(supervisor: Supervisor) -> None:
     assert supervisor.process is not None and supervisor.process.wait(5) == 0
 
 
-def flower_get(port: str, path: str, auth: str | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
-
-
 def received(stack: Stack, task: str) -> int:
     """How many `task` messages worker-0 has received (Celery's `inspect stats`)."""
     node = worker_node()
@@ -279,10 +273,10 @@ def received(stack: Stack, task: str) -> int:
     return int(stats.get(node, {}).get("total", {}).get(task, 0))
 
 
-def test_group_runs_worker_beat_and_flower(
+def test_group_runs_worker_beat_flower_and_metrics(
     installation: Installation, supervisor: Supervisor, stack: Stack, flower_auth: str
 ) -> None:
-    supervisor.wait_running(*PROGRAMS)
+    supervisor.wait_running(*PROGRAMS, METRICS)
     wait_for_worker(stack)
     project = installation.project
     uid = supervisor.uid
@@ -319,12 +313,29 @@ def test_group_runs_worker_beat_and_flower(
     assert any(supervisor.state_dir.glob("celerybeat-schedule*")), "no beat state"
 
     port = project.answers["flower_port"]
-    assert wait_until(lambda: flower_get(port, "/healthcheck") == (200, "OK"), 30)
-    assert flower_get(port, "/api/workers")[0] == 401
-    assert flower_get(port, "/api/workers", flower_auth)[0] == 200
+    flower = f"http://127.0.0.1:{port}"
+    assert wait_until(lambda: http_get(f"{flower}/healthcheck") == (200, "OK"), 30)
+    assert http_status(f"{flower}/api/workers") == 401
+    assert http_status(f"{flower}/api/workers", flower_auth) == 200
     assert listening_addresses(int(port)) == {"127.0.0.1"}, "Flower must listen on loopback only"
 
+    # The exporter: the package's python, celery.env only, on loopback, reading the broker.
+    pid = supervisor.info(METRICS)["pid"]
+    assert process_uid(pid) == uid
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    assert command[1:4] == ["-m", project.answers["package_path"], "metrics"], command
+    metrics_env = process_environ(pid)
+    assert metrics_env["CELERY_BROKER_URL"] == stack.namespace.broker_url
+    assert "FLOWER_BASIC_AUTH" not in metrics_env
+    metrics_port = metrics_env["CELERY_METRICS_PORT"]
+    assert wait_until(lambda: http_status(f"http://127.0.0.1:{metrics_port}/healthz") == 200, 30)
+    scraped = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert scraped[0] == 200 and "celery_broker_up 1.0" in scraped[1], scraped
+    assert listening_addresses(int(metrics_port)) == {"127.0.0.1"}
+
     assert_clean_shutdown(supervisor)
+    # Stopped with the group by its SIGTERM, and exited 0: supervisord saw a clean stop.
+    assert f"stopped: {METRICS} (exit status 0)" in supervisor.log()
 
 
 def test_urgent_tasks_start_at_once_while_long_tasks_fill_the_worker(

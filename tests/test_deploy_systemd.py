@@ -1,8 +1,10 @@
 """systemd: the units pass systemd-analyze, and each unit's ExecStart, run the way systemd runs it,
-boots a worker, beat or Flower that works and stops warmly on SIGTERM to its main process."""
+boots a worker, beat, Flower or the metrics exporter that works and stops warmly on SIGTERM to its
+main process."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -21,11 +23,12 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
-from .support.http import http_status, wait_for_http
+from .support.http import http_get, http_status, wait_for_http
 from .support.processes import group_alive, wait_until
 from .support.redis_server import free_port
 from .support.render import Project
 from .support.stack import HOSTNAME, Stack
+from .support.supervisord import listening_addresses
 from .support.systemd import (
     Machine,
     ServiceProcess,
@@ -44,6 +47,7 @@ ANSWERS = {
     "deploy_targets": ("systemd",),  # a tuple: render_project's cache key must be hashable
 }
 WORKER, BEAT, FLOWER = f"{NAME}-worker@.service", f"{NAME}-beat.service", f"{NAME}-flower.service"
+METRICS = f"{NAME}-metrics.service"
 MAX_EXPOSURE = 2.0
 STOP_TIMEOUT = 30.0
 
@@ -169,7 +173,7 @@ def analyze(*args: str, path: Path) -> str:
 
 
 def unit_copies(project: Project, directory: Path) -> list[Path]:
-    """The three units as systemd would load them; the template under an instance name."""
+    """The units as systemd would load them; the template under an instance name."""
     units = project.path / "deploy" / "systemd"
     directory.mkdir()
     copies = []
@@ -177,6 +181,7 @@ def unit_copies(project: Project, directory: Path) -> list[Path]:
         (WORKER, project.answers["urgent_queue"]),
         (BEAT, ""),
         (FLOWER, ""),
+        (METRICS, ""),
     ):
         copy = directory / UnitFile.read(units / file_name).named(instance)
         shutil.copy(units / file_name, copy)
@@ -219,7 +224,7 @@ def test_units_expose_at_most_2_0_to_systemd_analyze_security(
     assert all(score <= MAX_EXPOSURE for score in scores.values()), scores
 
 
-@pytest.mark.parametrize("file_name", [WORKER, BEAT, FLOWER])
+@pytest.mark.parametrize("file_name", [WORKER, BEAT, FLOWER, METRICS])
 def test_unit_runs_celery_in_the_foreground_and_stops_it_warmly(
     installation: Installation, file_name: str
 ) -> None:
@@ -375,3 +380,21 @@ def test_flower_refuses_to_start_with_the_shipped_env_file(host: Host) -> None:
     flower = host.start(FLOWER)
     assert flower.wait(STOP_TIMEOUT) == 1
     assert "configuration error: FLOWER_BASIC_AUTH is not set" in flower.log()
+
+
+def test_metrics_exporter_reads_the_broker_on_loopback_and_stops_on_sigterm(host: Host) -> None:
+    unit = host.installation.unit(METRICS)
+    # The broker URL only: the main env file, never Flower's password.
+    assert unit.all("EnvironmentFile") == [f"/etc/{NAME}/{NAME}.env"]
+    port = free_port()  # not 9808: tests run in parallel
+    host.install_env_file(CELERY_METRICS_PORT=str(port), CELERY_METRICS_INTERVAL="1")
+    exporter = host.start(METRICS)
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base}/healthz", exporter)
+    status, text = http_get(f"{base}/metrics")
+    assert status == 200 and "celery_broker_up 1.0" in text, text
+    default_queue, _ = queues(host.installation)
+    status, backlog = http_get(f"{base}/backlog?queues={default_queue}")
+    assert status == 200 and json.loads(backlog)["backlog"] == 0, backlog
+    assert listening_addresses(port) == {"127.0.0.1"}, "the unit's Environment= applies"
+    assert host.stop(exporter) == [0], exporter.log()[-3000:]

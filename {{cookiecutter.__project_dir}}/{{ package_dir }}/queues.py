@@ -105,9 +105,11 @@ def queue_depths(app: Celery[Any]) -> list[QueueDepth]:
 def _sent_at(payload: bytes | str) -> float | None:
     """The sender's time stamp of a message as kombu stores it (None: sent without one)."""
     try:
-        when = json.loads(payload)["headers"].get(SENT_AT)
-    except (ValueError, KeyError, TypeError, AttributeError):
+        message = json.loads(payload)
+    except ValueError:  # not kombu's JSON document
         return None
+    headers = message.get("headers") if isinstance(message, dict) else None
+    when = headers.get(SENT_AT) if isinstance(headers, dict) else None
     return float(when) if isinstance(when, (int, float)) else None
 
 

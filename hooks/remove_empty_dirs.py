@@ -17,7 +17,6 @@ OPTIONAL = (
     "deploy/kubernetes-keda",
     "deploy/supervisord",
     "deploy/systemd",
-    "deploy",
     ".github/workflows",
     ".github",
 )

@@ -20,10 +20,14 @@ if [ ! -x .venv/bin/python ] || [ "$installed" = no ]; then
     echo "Setting up .venv (the $group dependency group) ..." >&2
     [ -x .venv/bin/python ] || "$python" -m venv .venv
     # uv installs the group in a quarter of pip's time (14 s against 52 s for bench); pip where
-    # uv has no wheel for the machine.
-    if .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.8" 2>/dev/null; then
-        .venv/bin/uv pip install --quiet --python .venv/bin/python --group "$group"
+    # uv has no wheel for the machine, or where uv fails. uv trusts the system's certificates as
+    # pip does (UV_NATIVE_TLS): behind a proxy that re-signs TLS with its own authority, uv's
+    # built-in roots refuse PyPI while pip works.
+    if .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.8" 2>/dev/null \
+        && UV_NATIVE_TLS=1 .venv/bin/uv pip install --quiet --python .venv/bin/python --group "$group"; then
+        :
     else
+        echo "uv could not install the $group group; installing it with pip ..." >&2
         .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
         .venv/bin/python -m pip install --quiet --disable-pip-version-check --group "$group"
     fi

@@ -12,6 +12,7 @@ release, then run the suite: tests/test_install.py installs a render from its lo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,7 @@ def compile_set(requirements: list[str]) -> str:
              "--generate-hashes", "--python-version", LOWEST_PYTHON, "--no-header", "--quiet",
              "--no-annotate"],
             capture_output=True, text=True, check=False, timeout=600,
+            env={**os.environ, "UV_NATIVE_TLS": "1"},  # the system's certificates, as pip
         )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"uv pip compile {' '.join(requirements)}: {done.stderr.strip()}")

@@ -83,7 +83,9 @@ def resolve_from_wheels(python: str) -> subprocess.CompletedProcess[str]:
     uv = str(Path(sys.executable).with_name("uv"))
     args = [uv, "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--only-binary",
             ":all:", "--python-version", python, "--group", f"{TEMPLATE_ROOT / 'pyproject.toml'}:test"]  # fmt: skip
-    return subprocess.run(args, capture_output=True, text=True, timeout=240, check=False)
+    # The system's certificates, as scripts/_venv.sh gives uv (a re-signing proxy's authority).
+    env = {**os.environ, "UV_NATIVE_TLS": "1"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=240, check=False, env=env)
 
 
 @pytest.mark.timeout(300)

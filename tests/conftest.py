@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .support import schedule, tools
+from .support import tools
 from .support.faults import Figures
 from .support.postgresql import PrivateDatabase
 from .support.redis_server import redis_server_binary
@@ -127,32 +127,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "long: takes a minute or more; scheduled first")
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--store-durations",
-        action="store_true",
-        help="write each test's duration to tests/data/durations.json (the order of later runs)",
-    )
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest tests first, in slices of even expected time, one per xdist worker
-    (tests/support/schedule.py): no worker ends the run late with a long test of its own."""
+    """Start each `long` test first on its own xdist worker, so none of them ends the run late.
+
+    `--dist worksteal` (scripts/test) gives worker k the k-th contiguous slice of this list and
+    lets idle workers take from the others' ends: a long test at the head of each slice starts
+    at once. Every worker computes the same order, as xdist requires.
+    """
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
-    items[:] = schedule.arrange(items, workers, schedule.load())
-
-
-DURATIONS: dict[str, float] = {}
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Setup, call and teardown of each test, summed (in the controller, from every worker)."""
-    DURATIONS[report.nodeid] = DURATIONS.get(report.nodeid, 0.0) + report.duration
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    if session.config.getoption("store_durations") and not hasattr(session.config, "workerinput"):
-        schedule.store(DURATIONS)
+    long = [item for item in items if item.get_closest_marker("long")]
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    if workers < 2 or not long:
+        items[:] = long + rest
+        return
+    ordered: list[pytest.Item] = []
+    slice_size = len(items) / workers
+    for index, item in enumerate(long):
+        position = min(round((index % workers) * slice_size), len(ordered) + len(rest))
+        while len(ordered) < position and rest:
+            ordered.append(rest.pop(0))
+        ordered.append(item)
+    items[:] = ordered + rest
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,7 +16,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .support import schedule, tools
+from .support import tools
 from .support.render import TEMPLATE_ROOT
 
 # The Pythons the README names: the test group must install on each from wheels alone.
@@ -103,10 +102,7 @@ def test_the_test_group_installs_from_wheels_on_every_named_python() -> None:
 
 def test_our_own_shell_scripts_pass_shellcheck() -> None:
     """scripts/ and .ci/run: what every contributor and CI runs first."""
-    # Files only: importing scripts/update_locks.py (the lock tests do) writes scripts/__pycache__.
-    scripts = [
-        p for p in (TEMPLATE_ROOT / "scripts").iterdir() if p.is_file() and p.suffix != ".py"
-    ]
+    scripts = [path for path in (TEMPLATE_ROOT / "scripts").iterdir() if path.suffix != ".py"]
     scripts.append(TEMPLATE_ROOT / ".ci" / "run")
     checked = subprocess.run(
         [tools.executable("shellcheck"), "--external-sources", *map(str, scripts)],
@@ -162,59 +158,3 @@ def test_demo_runs_and_fits_80_columns() -> None:
     assert not too_long
     rows = [line for line in output.splitlines() if "│ SUCCESS │" in line]
     assert len(rows) == 6, output
-
-
-# -- the order of the tests (tests/support/schedule.py) --------------------------------------------
-
-
-class FakeItem:
-    def __init__(self, nodeid: str, long: bool = False) -> None:
-        self.nodeid, self.long = nodeid, long
-
-    def get_closest_marker(self, name: str) -> object:
-        return object() if name == "long" and self.long else None
-
-
-class FakeNode:
-    """What xdist's scheduler calls on a worker: it records the test indices it is sent."""
-
-    def __init__(self, name: str) -> None:
-        self.gateway = SimpleNamespace(id=name)
-        self.sent: list[int] = []
-        self.shutting_down = False
-
-    def send_runtest_some(self, indices: list[int]) -> None:
-        self.sent += indices
-
-
-@pytest.mark.parametrize("workers", [2, 6, 8])
-def test_each_worker_starts_with_an_even_share_of_the_expected_time(workers: int) -> None:
-    """The arranged order, handed to xdist's own worksteal scheduler: each worker's first slice
-    holds about the same expected time (within the longest test), longest first, and every test
-    exactly once. A `long` test and a test of unknown duration are placed by their estimates."""
-    from xdist.scheduler import WorkStealingScheduling  # type: ignore[import-untyped]
-
-    known = {f"tests/test_x.py::t{i}": float((i * 7919) % 97) / 3 for i in range(200)}
-    items = [FakeItem(nodeid) for nodeid in known]
-    items += [FakeItem("tests/test_x.py::long_one", long=True), FakeItem("tests/test_y.py::new")]
-    ordered = schedule.arrange(items, workers, known)
-    assert sorted(item.nodeid for item in ordered) == sorted(item.nodeid for item in items)
-
-    config = SimpleNamespace(getvalue={"tx": [f"{workers}*popen"]}.get)  # all it asks for
-    scheduler = WorkStealingScheduling(config)  # type: ignore[arg-type]
-    nodes = [FakeNode(f"gw{k}") for k in range(workers)]
-    for node in nodes:
-        scheduler.add_node(node)  # type: ignore[arg-type]
-    for node in nodes:
-        scheduler.add_node_collection(node, [item.nodeid for item in ordered])  # type: ignore[arg-type]
-    scheduler.schedule()
-
-    times = schedule.expected(ordered, known)
-    shares = [[times[i] for i in node.sent] for node in nodes]
-    assert sum(len(share) for share in shares) == len(ordered)
-    for share in shares:
-        assert share == sorted(share, reverse=True)
-    totals = [sum(share) for share in shares]
-    assert max(totals) - min(totals) <= max(times)
-    assert max(totals) - min(totals) < 0.05 * sum(totals) / workers
-    assert any(schedule.LONG in share for share in shares)  # the long test at its minimum

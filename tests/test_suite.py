@@ -102,7 +102,10 @@ def test_the_test_group_installs_from_wheels_on_every_named_python() -> None:
 
 def test_our_own_shell_scripts_pass_shellcheck() -> None:
     """scripts/ and .ci/run: what every contributor and CI runs first."""
-    scripts = [path for path in (TEMPLATE_ROOT / "scripts").iterdir() if path.suffix != ".py"]
+    # Files only: importing scripts/update_locks.py (the lock tests do) writes scripts/__pycache__.
+    scripts = [
+        p for p in (TEMPLATE_ROOT / "scripts").iterdir() if p.is_file() and p.suffix != ".py"
+    ]
     scripts.append(TEMPLATE_ROOT / ".ci" / "run")
     checked = subprocess.run(
         [tools.executable("shellcheck"), "--external-sources", *map(str, scripts)],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,22 +17,6 @@ from .support.render import Project, RenderCache
 from .support.stack import PrivateRedisServers, RabbitNamespaces, RedisNamespaces, Stack
 
 REDIS_DATABASES = 512  # one pair per stack; the fault and deploy tests use many
-
-
-@pytest.fixture(scope="session", autouse=True)
-def temporary_files_in_the_session_directory(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[None]:
-    """Temporary files of the tests and of every process they start go below pytest's own
-    directory, which pytest removes (it keeps the last three runs), never to /tmp: cookiecutter
-    writes each hook to a temporary file it does not remove (90 files a run), and a worker killed
-    by a fault test leaves its multiprocessing directory behind."""
-    directory = tmp_path_factory.mktemp("tmp")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("TMPDIR", str(directory))
-    patch.setattr(tempfile, "tempdir", str(directory))
-    yield
-    patch.undo()
 
 
 @pytest.fixture(scope="session")

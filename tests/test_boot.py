@@ -462,8 +462,13 @@ def test_operations_command_counts_queues_purges_and_says_when_the_broker_is_dow
     else:  # over AMQP a consumer and no count of what it holds; the API's figures lag up to 5 s
         wait_until(lambda: depths()["default"]["consumers"] == 1, 30)
         assert depths()["default"]["reserved"] is None
-        wait_until(lambda: (depths(**managed)["default"]["reserved"] or 0) >= 1, 30)
-        assert depths(**managed)["default"]["consumers"] == 1
+
+        # The API's message and consumer figures come from separate stats events: wait for both.
+        def api_sees_the_worker() -> bool:
+            row = depths(**managed)["default"]
+            return (row["reserved"] or 0) >= 1 and row["consumers"] == 1
+
+        wait_until(api_sees_the_worker, 30)
     node = stack.nodename(worker)
 
     def worker_row() -> dict[str, Any]:

@@ -14,6 +14,7 @@ import runpy
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,18 @@ from .test_render import (
 BIN = Path(sys.executable).parent
 COPIER_ONLY = {".copier-answers.yml"}
 CRUFT_ONLY = {".cruft.json"}
+
+
+@pytest.fixture(autouse=True)
+def hook_scripts_kept_out_of_tmp(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cookiecutter writes each hook, rendered, to a temporary file that it never removes
+    (cookiecutter/cookiecutter#886): two a render, so in a directory of pytest's, not in /tmp.
+    Its processes (and cruft's) get the same directory as TMPDIR."""
+    scratch = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
 
 
 def cli_value(value: Any) -> str:
@@ -291,13 +304,19 @@ def test_invalid_answer_in_an_existing_repository_leaves_it_as_it_was(
 # -- cruft
 
 
+def tool_env(workspace: Workspace) -> dict[str, str]:
+    """git isolated as the workspace has it, and the test's temporary directory (see
+    hook_scripts_kept_out_of_tmp)."""
+    return {**git_env(workspace.home), "TMPDIR": os.environ["TMPDIR"]}
+
+
 def cruft(
     project_or_root: Path, workspace: Workspace, *args: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "cruft"), *args],
         cwd=project_or_root,
-        env=git_env(workspace.home),
+        env=tool_env(workspace),
         capture_output=True,
         text=True,
         timeout=180,
@@ -322,7 +341,7 @@ def made_with(how: str, workspace: Workspace, root: Path) -> Path:
             # cookiecutter clones a local repository given as git+file:// (it needs the "git").
             [str(BIN / "cookiecutter"), "--no-input", "--checkout", "v1.0.0", f"git+{url}"],
             cwd=root,
-            env={**git_env(workspace.home), "COOKIECUTTER_CONFIG": os.devnull},
+            env={**tool_env(workspace), "COOKIECUTTER_CONFIG": os.devnull},
             capture_output=True,
             text=True,
             timeout=120,

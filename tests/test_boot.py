@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -456,29 +457,35 @@ def test_operations_command_counts_queues_purges_and_says_when_the_broker_is_dow
         cwd=stack.cwd, env=stack.env(), capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     worker = stack.worker("ops", queues="default", concurrency=1)
+    node = stack.nodename(worker)
+    # The waits ask the worker and the broker from this process; the command, a process of about
+    # a CPU-second, runs once the state it must report is there.
+    # Between two tasks the worker runs none for a moment: wait for a running one.
+    inspect = stack.control_app.control.inspect(destination=[node], timeout=1.0)
+    wait_until(lambda: len((inspect.active() or {}).get(node, [])) == 1, 30)
     if redis_broker:
-        wait_until(lambda: (depths()["default"]["reserved"] or 0) >= 1, 30)
-        assert depths()["default"]["oldest_reserved_seconds"] >= 0
+        row = depths()["default"]
+        assert row["reserved"] >= 1 and row["oldest_reserved_seconds"] >= 0
     else:  # over AMQP a consumer and no count of what it holds; the API's figures lag up to 5 s
         wait_until(lambda: depths()["default"]["consumers"] == 1, 30)
         assert depths()["default"]["reserved"] is None
-
         # The API's message and consumer figures come from separate stats events: wait for both.
+        vhost = urllib.parse.quote(stack.namespace.broker_url.rsplit("/", 1)[1], safe="")
+        api = f"{tools.RABBITMQ_MANAGEMENT_API}/queues/{vhost}/default"
+
         def api_sees_the_worker() -> bool:
-            row = depths(**managed)["default"]
-            return (row["reserved"] or 0) >= 1 and row["consumers"] == 1
+            status, body = http_get(api, auth=tools.RABBITMQ_MANAGEMENT_AUTH)
+            queue = json.loads(body) if status == 200 else {}
+            return queue.get("messages_unacknowledged", 0) >= 1 and queue.get("consumers") == 1
 
         wait_until(api_sees_the_worker, 30)
-    node = stack.nodename(worker)
+        row = depths(**managed)["default"]
+        assert row["reserved"] >= 1 and row["consumers"] == 1
 
-    def worker_row() -> dict[str, Any]:
-        status = operations(stack, "status", "--json")
-        assert status.returncode == 0, status.stderr
-        return {row["worker"]: row for row in json.loads(status.stdout)}[node]
-
-    # Between two tasks the worker runs none for a moment: wait for a running one.
-    wait_until(lambda: worker_row()["active"] == 1, 30)
-    assert worker_row()["queues"] == ["default"]
+    listed = operations(stack, "status", "--json")
+    assert listed.returncode == 0, listed.stderr
+    worker_row = {row["worker"]: row for row in json.loads(listed.stdout)}[node]
+    assert worker_row["active"] == 1 and worker_row["queues"] == ["default"]
 
     # The metrics exporter sees the same: the worker, its queue, the long tasks, no beat.
     port = free_port()

@@ -50,14 +50,18 @@ def _rabbitmq_running(paths: dict[str, str]) -> str | None:
 
 
 RABBITMQ_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672"
+# The same API as the tests read it: its address and the basic-auth credentials apart.
+RABBITMQ_MANAGEMENT_API = "http://127.0.0.1:15672/api"
+RABBITMQ_MANAGEMENT_AUTH = "guest:guest"
 
 
 def _rabbitmq_management_answers(paths: dict[str, str]) -> str | None:
     import urllib.request
     from base64 import b64encode
 
-    request = urllib.request.Request("http://127.0.0.1:15672/api/overview")
-    request.add_header("Authorization", "Basic " + b64encode(b"guest:guest").decode())
+    request = urllib.request.Request(f"{RABBITMQ_MANAGEMENT_API}/overview")
+    credentials = b64encode(RABBITMQ_MANAGEMENT_AUTH.encode()).decode()
+    request.add_header("Authorization", "Basic " + credentials)
     try:
         with urllib.request.urlopen(request, timeout=10):
             return None

@@ -105,7 +105,7 @@ def held_keys(stack: Stack) -> set[str]:
 
 
 @pytest.mark.long
-def test_two_hosts_share_the_work_and_one_cut_off_loses_nothing(
+def test_two_hosts_share_the_work_and_a_cut_off_host_loses_at_most_the_message_it_was_taking(
     network: Network,
     hosts_stack: Stack,
     recorder: Recorder,
@@ -126,7 +126,7 @@ def test_two_hosts_share_the_work_and_one_cut_off_loses_nothing(
 
     keys = [f"hosts-{i:02}" for i in range(SENT)]
     started = time.monotonic()
-    send_probes(stack, dict.fromkeys(keys, SECONDS), env)
+    task_ids = send_probes(stack, dict.fromkeys(keys, SECONDS), env)
 
     def ran_on_each(count: int) -> bool:
         nodes = [ran_on for _, ran_on in recorder.nodes()]
@@ -144,8 +144,16 @@ def test_two_hosts_share_the_work_and_one_cut_off_loses_nothing(
     held = held_keys(stack)
     assert rest_done < VISIBILITY_TIMEOUT - 5, "too late to tell host a's messages from b's"
     assert held, "host a held no task when its link was cut"
+    # kombu's Redis transport takes a message off the list (BRPOP) and only then, from the worker,
+    # records it among the unacknowledged: a cut between the two loses that message, on its way to
+    # host a or in host a's memory. One BRPOP at a time per worker: at most one message. Nothing
+    # else can bring back what is now neither run, nor queued, nor held.
+    in_window = set(keys) - set(recorder.finished()) - held
+    assert stack.queue_length("default") == 0 and len(in_window) <= 1, (in_window, held)
+    received_by_a = workers["a"].log()
+    assert not [key for key in in_window if task_ids[key] in received_by_a], "a received it"
 
-    executions = recorder.wait_for(set(keys), VISIBILITY_TIMEOUT + 2 * SWEEP + 30)
+    executions = recorder.wait_for(set(keys) - in_window, VISIBILITY_TIMEOUT + 2 * SWEEP + 30)
     resume = time.monotonic() - cut
     wait_until(lambda: idle(stack, workers["b"]) and unacked_count(stack) == 0, 30)
     executions = recorder.finished()
@@ -162,9 +170,13 @@ def test_two_hosts_share_the_work_and_one_cut_off_loses_nothing(
         note=f"network namespaces; before the cut a ran {spread['a']}, b {spread['b']}; b ran the"
         f" queued rest in {rest_done:.1f} s and a's held tasks after the {VISIBILITY_TIMEOUT} s"
         f" visibility timeout + a {SWEEP} s sweep; a duplicate: held by a, done, ack cut;"
-        f" {time.monotonic() - started:.0f} s in all",
+        f" {time.monotonic() - started:.0f} s in all"
+        + (
+            f"; lost: {len(in_window)} taken off the list by host a at the cut" if in_window else ""
+        ),
     )
-    assert figure.lost == 0, f"lost {set(keys) - set(executions)}\n{workers['b'].log()[-3000:]}"
+    lost = set(keys) - set(executions)
+    assert lost == in_window, f"lost {lost - in_window}\n{workers['b'].log()[-3000:]}"
     assert all(spread.values()), f"the work did not spread over both hosts: {spread}"
     assert {ran_on for _, ran_on in after} == {node["b"]}, f"after the cut: {after}"
     assert held <= {key for key, _ in after}, "a task host a held did not run again on host b"

@@ -237,18 +237,21 @@ def test_ruff_and_mypy_pass(code_project: Project, render_cache: RenderCache) ->
     # An existing repository has no python_version answer: mypy checks for this interpreter.
     target = project.answers.get("python_version", "this-python")
     kind = f"{target}-{'project' if project.answers['new_project'] else 'strict'}"
+    filled = cache.parent / f"mypy-{kind}.filled"
+
+    def check(args: list[str]) -> None:
+        done = run(args, project.path)
+        assert done.returncode == 0, f"{' '.join(args[:3])}:\n{done.stdout}{done.stderr}"
+
     for args in checks:
         if args[0].endswith("mypy"):
             args += ["--cache-dir", str(cache)]
             with locked(cache.parent / f"mypy-{kind}.lock"):
-                filled = cache.parent / f"mypy-{kind}.filled"
                 if not filled.exists():
-                    done = run(args, project.path)
-                    assert done.returncode == 0, f"mypy:\n{done.stdout}{done.stderr}"
+                    check(args)
                     filled.touch()
                     continue
-        done = run(args, project.path)
-        assert done.returncode == 0, f"{' '.join(args[:3])}:\n{done.stdout}{done.stderr}"
+        check(args)
 
 
 def test_generated_test_suite_passes(code_project: Project) -> None:

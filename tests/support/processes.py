@@ -90,6 +90,15 @@ class ManagedProcess:
         self.wait(5.0)
 
 
+def scratch_tmpdir(directory: Path) -> str:
+    """`directory`/tmp, made if needed: the TMPDIR of processes a test starts, so what they leave
+    behind (a killed worker's pymp-* directory) stays below the test's directory, not in /tmp. A
+    process that cannot write there (one running as nobody) gets /tmp from Python's tempfile."""
+    tmp = directory / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return str(tmp)
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -19,7 +19,7 @@ from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu import Connection
 
-from .processes import ManagedProcess, wait_until
+from .processes import ManagedProcess, scratch_tmpdir, wait_until
 from .redis_server import start_private_redis
 from .render import Project
 
@@ -127,9 +127,6 @@ class Stack:
         self.celery = str(venv / "bin" / "celery") if venv else CELERY
         self.cwd = log_dir if venv else project.path
         self.processes: list[ManagedProcess] = []
-        # Temporary files of the stack's processes: a worker killed by a test leaves its
-        # multiprocessing directory (pymp-*) behind, here rather than in /tmp.
-        self.tmp = log_dir / "tmp"
         # Variables every process of the stack gets (worker, beat, probe), before per-call ones.
         self.extra_env: dict[str, str] = {}
         self.control_app = self._control_app()
@@ -150,8 +147,7 @@ class Stack:
         env.pop("PYTHONPATH", None)
         if self.venv is None:
             env["PYTHONPATH"] = str(self.project.path)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        env.update(PYTHONUNBUFFERED="1", TMPDIR=str(self.tmp))
+        env.update(PYTHONUNBUFFERED="1", TMPDIR=scratch_tmpdir(self.log_dir))
         env["CELERY_BROKER_URL"] = self.namespace.broker_url
         if self.project.result_backend != "none":
             env["CELERY_RESULT_BACKEND"] = self.namespace.result_backend

@@ -26,7 +26,7 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from .processes import ManagedProcess, wait_until
+from .processes import ManagedProcess, scratch_tmpdir, wait_until
 from .render import Project
 
 BIN = Path(sys.executable).parent
@@ -238,12 +238,7 @@ files={included}
     def start(self) -> Supervisor:
         # A bare environment: the programs must get their configuration from the env files.
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-        # Temporary files (a killed worker's pymp-* directory) below the test's directory, not in
-        # /tmp. A program that runs as nobody cannot write there, and Python's tempfile then
-        # falls back to /tmp by itself.
-        tmp = self.run_dir / "tmp"
-        tmp.mkdir(exist_ok=True)
-        env["TMPDIR"] = str(tmp)
+        env["TMPDIR"] = scratch_tmpdir(self.run_dir)
         self.process = ManagedProcess(
             "supervisord",
             [SUPERVISORD, "-c", str(self.config)],

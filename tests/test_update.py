@@ -1,9 +1,10 @@
 """Update: `copier update` between template releases made by the test, on projects in git.
 
 Each test builds a template repository from the working tree (tag v1.0.0), makes the next release
-with a real edit, generates a project with the copier CLI, commits it, and updates it as a user
-would. The tests of released tags clone this repository, tag each release of releases.txt, and
-update from it to the working tree (tagged as the next release).
+with a real edit, generates a project with the copier CLI (once per run and answer set, then
+copied: Workspace.generate), commits it, and updates it as a user would. The tests of released
+tags clone this repository, tag each release of releases.txt, and update from it to the working
+tree (tagged as the next release).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import pytest
 import yaml
 
 from .support import tools
-from .support.render import TEMPLATE_DIR_NAME, TEMPLATE_ROOT, Project, run_project_suite
+from .support.render import (
+    TEMPLATE_DIR_NAME,
+    TEMPLATE_ROOT,
+    Project,
+    RenderCache,
+    run_project_suite,
+)
 from .support.vcs import Workspace, commit_all, git_env, next_release, releases
 from .test_render import USER_FILES, write_user_files
 
@@ -37,8 +44,8 @@ CONFLICT_BANNER = "copier update left conflicts"
 
 
 @pytest.fixture
-def workspace(template_snapshot: Path, tmp_path: Path) -> Workspace:
-    return Workspace(template_snapshot, tmp_path)
+def workspace(template_snapshot: Path, render_cache: RenderCache, tmp_path: Path) -> Workspace:
+    return Workspace(template_snapshot, tmp_path, shared=render_cache.directory)
 
 
 def tree(project: Path) -> dict[str, bytes]:
@@ -51,6 +58,13 @@ def tree(project: Path) -> dict[str, bytes]:
         and "__pycache__" not in path.parts
         and path.name != ".copier-answers.yml"
     }
+
+
+def fresh_copy_of(project: Path, render_project: Callable[..., Project]) -> Path:
+    """A copy of the working tree with the answers `project` records now: what an update to it
+    must converge to (the run's shared render of those answers, made with copier's API)."""
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    return render_project(**{k: v for k, v in recorded.items() if k[0] != "_"}).path
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -146,14 +160,17 @@ def test_conflicting_edits_fail_the_update_loudly_and_the_project_checks_refuse_
     ids=["deploy-targets", "broker", "package-path"],
 )
 def test_changed_answers_leave_exactly_the_files_of_a_fresh_copy(
-    workspace: Workspace, before: list[str], after: list[str]
+    workspace: Workspace,
+    render_project: Callable[..., Project],
+    before: list[str],
+    after: list[str],
 ) -> None:
     project = workspace.generate("project", *before)
     done = workspace.update(project, *after)
     assert done.returncode == 0, done.stdout + done.stderr
     # Questions answered before keep their answers (result_backend stays redis after a switch to
     # RabbitMQ): the project must equal a fresh copy with the answers it records now.
-    assert tree(project) == tree(workspace.fresh_copy_of(project, "fresh"))
+    assert tree(project) == tree(fresh_copy_of(project, render_project))
 
 
 def test_a_second_update_changes_nothing(workspace: Workspace) -> None:
@@ -204,7 +221,7 @@ def test_every_release_is_a_commit_of_main_with_its_changelog_entry() -> None:
 
 @pytest.mark.parametrize("tag", [tag for tag, _ in releases()])
 def test_update_from_every_released_tag_to_the_working_tree_is_conflict_free(
-    tag: str, template_snapshot: Path, tmp_path: Path
+    tag: str, template_snapshot: Path, render_project: Callable[..., Project], tmp_path: Path
 ) -> None:
     """The default project of each release updates to what this checkout would release next."""
     workspace = Workspace(template_snapshot, tmp_path, history=TEMPLATE_ROOT)
@@ -215,7 +232,7 @@ def test_update_from_every_released_tag_to_the_working_tree_is_conflict_free(
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["_commit"] == next_release(), "the update did not reach the working tree"
     assert not [line for line in workspace.status(project) if line.startswith(("UU", "AA"))]
-    assert tree(project) == tree(workspace.fresh_copy_of(project, "fresh"))
+    assert tree(project) == tree(fresh_copy_of(project, render_project))
     suite = run_project_suite(project)
     assert suite.returncode == 0, suite.stdout[-3000:]
 
@@ -363,7 +380,7 @@ USER_COMPOSE = "services:\n  web:\n    build: .\n"
 
 
 def test_migration_to_1_1_0_renames_root_files_and_keeps_edits_and_the_users_own(
-    template_snapshot: Path, tmp_path: Path
+    template_snapshot: Path, render_project: Callable[..., Project], tmp_path: Path
 ) -> None:
     """From the real v1.0.0 tag to the working tree (past v1.1.0), in an existing repository:
     an untouched generated file moves, an edited one moves with its edits, and a file of the
@@ -383,7 +400,7 @@ def test_migration_to_1_1_0_renames_root_files_and_keeps_edits_and_the_users_own
     assert "kept your own compose.yaml; ours is now compose.workers.yaml" in said
     assert "moved your edits of Dockerfile to Dockerfile.workers" in said
     assert ".env.example is now .env.workers.example" in said
-    fresh = workspace.fresh_copy_of(project, "fresh")
+    fresh = fresh_copy_of(project, render_project)
     for gone in (".env.example", "Dockerfile", ".dockerignore"):
         assert not (project / gone).exists(), gone
     assert (project / "compose.yaml").read_text() == USER_COMPOSE

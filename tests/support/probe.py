@@ -214,12 +214,15 @@ def bulk_run(
 
 
 def workflows(
-    tasks: ModuleType, client: ModuleType, batch: int, bulk: int, fail_at: int
+    tasks: ModuleType, client: ModuleType, batch: int, bulk: int, chunk: int, fail_at: int
 ) -> dict[str, Any]:
     """The sample workflows: the pipeline (and one whose first step fails), the chord of `batch`
-    documents (and one whose document `fail_at` fails), and `bulk` documents sent with
-    enqueue_summary (and `batch` of them with the same failure)."""
-    flows = importlib.import_module(tasks.__name__.rsplit(".", 1)[0] + ".workflows")
+    documents (and one whose document `fail_at` fails), `bulk` documents sent in chunks of
+    `chunk` with enqueue_chord (enqueue_summary's call with a chunk size), and `batch` documents
+    with the same failure sent with enqueue_summary."""
+    package = tasks.__name__.rsplit(".", 1)[0]
+    flows = importlib.import_module(package + ".workflows")
+    bulk_module = importlib.import_module(package + ".bulk")
     from celery import chain
 
     def documents(count: int, failing: int = -1) -> list[Any]:
@@ -263,7 +266,10 @@ def workflows(
         out[name + "_members"] = members(result.parent)
         mark(name)
     started = time.perf_counter()
-    sent = flows.enqueue_summary(documents(bulk))
+    summary = flows.summarize_documents.s()
+    sent = bulk_module.enqueue_chord(
+        tasks.process_document, documents(bulk), summary, chunk_size=chunk
+    )
     out["bulk_sent_seconds"] = time.perf_counter() - started
     out["bulk"] = outcome(sent.result, timeout=600)
     out["bulk_seconds"] = time.perf_counter() - started

@@ -51,9 +51,10 @@ def fault_probe(
         client.rpush("fault:finished", f"{key}:retried")
         client.close()
         raise self.retry(countdown=retry_countdown)
-    # One transaction: the execution and the worker that ran it (node name) are recorded together.
+    # One transaction: the execution, the worker that ran it (node name) and its pool process.
     record = client.pipeline().rpush("fault:finished", key)
-    record.rpush("fault:nodes", f"{key} {self.request.hostname}").execute()
+    record.rpush("fault:nodes", f"{key} {self.request.hostname}")
+    record.rpush("fault:pids", f"{key} {os.getpid()}").execute()
     client.close()
     return key
 '''
@@ -81,6 +82,11 @@ class Recorder:
         """(key, worker node name) of each finished execution, in the order they finished."""
         items = self.client.lrange("fault:nodes", 0, -1)
         return [(key, node) for key, node in (item.decode().split(" ", 1) for item in items)]
+
+    def pids(self) -> dict[str, int]:
+        """key: the pool process that ran it (its last execution)."""
+        items = self.client.lrange("fault:pids", 0, -1)
+        return {key: int(pid) for key, pid in (item.decode().split(" ", 1) for item in items)}
 
     def wait_for(self, keys: set[str], timeout: float) -> list[str]:
         """Wait until every key finished at least once (or timeout); return all executions."""

@@ -337,6 +337,19 @@ def test_python_3_12_is_the_default_for_the_project_and_its_image(
     assert "ARG PYTHON_VERSION=3.12\n" in project.dockerfile.read_text()
 
 
+@pytest.mark.parametrize("answers", ["defaults", "python-3.10"])
+def test_readme_names_the_python_it_needs_before_the_install(
+    answers: str, render_project: Callable[..., Project]
+) -> None:
+    """An older Python is refused by pip, after many minutes of searching with an old pip (23.2 on
+    Python 3.11 tried every ruff release): the README says which Python, before the install."""
+    project = render_project(**RENDER_MATRIX[answers])
+    readme = (project.path / "README.md").read_text()
+    needs = f"It needs Python {project.answers['python_version']} or newer (`python --version`)"
+    assert needs in readme
+    assert readme.index(needs) < readme.index("pip install -e '.[dev]'")
+
+
 def test_every_question_help_fits_an_80_column_terminal() -> None:
     """copier prints a question's help after "🎤 ": lines of 76 characters or fewer are not cut."""
     config = runpy.run_path(str(TEMPLATE_ROOT / "hooks" / "copier_context.py"))["load_config"](

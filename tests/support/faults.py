@@ -60,11 +60,12 @@ def fault_probe(
 '''
 
 
-def copy_with_fault_task(project: Project, destination: Path) -> Project:
-    """A writable copy of a rendered project whose tasks module also has `fault_probe`."""
+def copy_with_fault_task(project: Project, destination: Path, code: str = FAULT_TASK) -> Project:
+    """A writable copy of a rendered project whose tasks module also has `fault_probe` (or the
+    tasks of `code`)."""
     shutil.copytree(project.path, destination)
     tasks = destination.joinpath(*project.package_path.split("."), "tasks.py")
-    tasks.write_text(tasks.read_text() + FAULT_TASK)
+    tasks.write_text(tasks.read_text() + code)
     return Project(destination, dict(project.answers))
 
 

@@ -82,6 +82,11 @@ def send(
     return {"ids": [result.id for result in sent]}
 
 
+def call(tasks: ModuleType, client: ModuleType, task: str, args: list[Any] | None = None) -> Any:
+    """One call of a task of the tasks module (a sample task, or one a test added), its result."""
+    return getattr(tasks, task).delay(*(args or [])).get(timeout=60)
+
+
 def urgent_latency(
     tasks: ModuleType,
     client: ModuleType,
@@ -323,6 +328,7 @@ COMMANDS = {
     "samples": samples,
     "roundtrip": roundtrip,
     "send": send,
+    "call": call,
     "bulk_messages": bulk_messages,
     "bulk_run": bulk_run,
     "urgent_latency": urgent_latency,

@@ -32,7 +32,7 @@ import pytest
 import redis
 
 from .support import tools
-from .support.faults import Figures, Recorder, copy_with_fault_task
+from .support.faults import Figures, Recorder, copy_with_tasks
 from .support.faults_broker import (
     Publisher,
     RestartableRedis,
@@ -70,14 +70,14 @@ CONNECTION_LOST = "Connection to broker lost"  # the consumer's line before it r
 def redis_project(
     render_project: Callable[..., Project], tmp_path_factory: pytest.TempPathFactory
 ) -> Project:
-    return copy_with_fault_task(render_project(**DEFAULTS), tmp_path_factory.mktemp("fb") / "p")
+    return copy_with_tasks(render_project(**DEFAULTS), tmp_path_factory.mktemp("fb") / "p")
 
 
 @pytest.fixture(scope="module")
 def rabbit_project(
     render_project: Callable[..., Project], tmp_path_factory: pytest.TempPathFactory
 ) -> Project:
-    return copy_with_fault_task(render_project(**RABBITMQ), tmp_path_factory.mktemp("fb") / "p")
+    return copy_with_tasks(render_project(**RABBITMQ), tmp_path_factory.mktemp("fb") / "p")
 
 
 @pytest.fixture

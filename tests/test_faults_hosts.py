@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .support.faults import Figures, Recorder, copy_with_fault_task
+from .support.faults import Figures, Recorder, copy_with_tasks
 from .support.faults_worker import idle, send_probes, unacked_count
 from .support.netns import Network
 from .support.processes import ManagedProcess, wait_until
@@ -73,7 +73,7 @@ def hosts_stack(
     tmp_path: Path,
 ) -> Iterator[Stack]:
     """The defaults render with fault_probe, on the broker host's Redis (databases 0 and 1)."""
-    project = copy_with_fault_task(render_project(**DEFAULTS), tmp_path / "project")
+    project = copy_with_tasks(render_project(**DEFAULTS), tmp_path / "project")
     namespace = Namespace(f"{broker_redis}/0", f"{broker_redis}/1")
     stack = Stack(project, namespace, tmp_path / "stack")
     stack.log_dir.mkdir()

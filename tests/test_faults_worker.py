@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from .support.faults import Figures, Recorder, copy_with_fault_task
+from .support.faults import Figures, Recorder, copy_with_tasks
 from .support.faults_worker import (
     idle,
     pool_pids,
@@ -63,7 +63,7 @@ def fault_project(
     def _copy(broker: str) -> Project:
         if broker not in copies:
             project = render_project(**(DEFAULTS if broker == "redis" else RABBITMQ))
-            copies[broker] = copy_with_fault_task(project, tmp_path_factory.mktemp(broker) / "p")
+            copies[broker] = copy_with_tasks(project, tmp_path_factory.mktemp(broker) / "p")
         return copies[broker]
 
     return _copy

@@ -60,9 +60,9 @@ def fault_probe(
 '''
 
 
-def copy_with_fault_task(project: Project, destination: Path, code: str = FAULT_TASK) -> Project:
-    """A writable copy of a rendered project whose tasks module also has `fault_probe` (or the
-    tasks of `code`)."""
+def copy_with_tasks(project: Project, destination: Path, code: str = FAULT_TASK) -> Project:
+    """A writable copy of a rendered project whose tasks module also has the tasks of `code`
+    (`fault_probe` by default)."""
     shutil.copytree(project.path, destination)
     tasks = destination.joinpath(*project.package_path.split("."), "tasks.py")
     tasks.write_text(tasks.read_text() + code)

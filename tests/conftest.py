@@ -52,7 +52,9 @@ def postgresql_database() -> Iterator[PrivateDatabase]:
 
 @pytest.fixture(scope="session")
 def rabbit_namespaces() -> RabbitNamespaces:
-    return RabbitNamespaces(tools.executable("rabbitmq"))
+    """Vhosts of the machine's RabbitMQ: made through its management API when that answers."""
+    rabbitmqctl = tools.executable("rabbitmq")
+    return RabbitNamespaces(rabbitmqctl, api=tools.problem("rabbitmq-management") is None)
 
 
 @pytest.fixture(scope="session")

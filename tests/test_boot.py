@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from .support import tools
+from .support import rabbitmq_management, tools
 from .support.faults import copy_with_tasks
 from .support.http import http_get, http_status, wait_for_http
 from .support.postgresql import PrivateDatabase
@@ -448,7 +448,7 @@ else:
 def management_url() -> str:
     """RabbitMQ's management API on this machine (the rabbitmq-management tool)."""
     tools.require("rabbitmq-management")
-    return tools.RABBITMQ_MANAGEMENT_URL
+    return rabbitmq_management.URL
 
 
 def operations(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -523,10 +523,9 @@ def test_operations_command_counts_queues_purges_and_says_when_the_broker_is_dow
         assert row["consumers"] == 1 and row["reserved"] is None
         # The API's message and consumer figures come from separate stats events: wait for both.
         vhost = urllib.parse.quote(stack.namespace.broker_url.rsplit("/", 1)[1], safe="")
-        api = f"{tools.RABBITMQ_MANAGEMENT_API}/queues/{vhost}/default"
 
         def api_sees_the_worker() -> bool:
-            status, body = http_get(api, auth=tools.RABBITMQ_MANAGEMENT_AUTH)
+            status, body = rabbitmq_management.request("GET", f"/queues/{vhost}/default")
             queue = json.loads(body) if status == 200 else {}
             return queue.get("messages_unacknowledged", 0) >= 1 and queue.get("consumers") == 1
 

@@ -487,15 +487,20 @@ def test_rabbitmq_delays_longer_than_the_consumer_timeout_run_once(
     send_calls(stack, calls, {"FAULT_RECORDER_URL": recorder.url, **WORKER_ENV})
 
     # Where the 6 s countdown waits is sampled over AMQP (fast) on every poll; the unacked
-    # counts of every queue by rabbitmqctl (seconds per call) as often as it manages.
+    # counts of every queue by rabbitmqctl (an Erlang VM per call) once a second, twice within
+    # any consumer_timeout that a held message would have to outlast.
     delayed: set[str] = set()
     samples: list[dict[str, tuple[int, int]]] = []
+    next_sample = time.monotonic()
 
     def done_while_sampling() -> bool:
+        nonlocal next_sample
         delayed.update(name for name, ready in node.ready(delay_queues).items() if ready)
         if "delayed" in recorder.finished():
             return True
-        samples.append(node.queues())
+        if time.monotonic() >= next_sample:
+            next_sample = time.monotonic() + CONSUMER_TIMEOUT_MS / 2000
+            samples.append(node.queues())
         return False
 
     wait_until(done_while_sampling, 30, interval=0.2)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu import Connection
 
+from . import rabbitmq_management
 from .processes import ManagedProcess, scratch_tmpdir, wait_until
 from .redis_server import start_private_redis
 from .render import Project
@@ -35,11 +36,11 @@ class Namespace:
 
     broker_url: str
     result_backend: str
-    cleanup: list[list[str]] = field(default_factory=list)
+    cleanup: list[Callable[[], object]] = field(default_factory=list)
 
     def close(self) -> None:
-        for command in self.cleanup:
-            subprocess.run(command, capture_output=True, timeout=60, check=False)
+        for step in self.cleanup:
+            step()
 
 
 class RedisNamespaces:
@@ -88,24 +89,36 @@ class PrivateRedisServers:
 
 
 class RabbitNamespaces:
-    """A throw-away vhost of the machine's RabbitMQ per stack, deleted afterwards."""
+    """A throw-away vhost of the machine's RabbitMQ per stack, deleted afterwards: through the
+    management API when it answers (rabbitmq_management.py), else with rabbitmqctl."""
 
     _counter = itertools.count()
 
-    def __init__(self, rabbitmqctl: str, host: str = "127.0.0.1", port: int = 5672) -> None:
+    def __init__(
+        self, rabbitmqctl: str, host: str = "127.0.0.1", port: int = 5672, api: bool = False
+    ) -> None:
         self.host, self.port = host, port
         self.rabbitmqctl = rabbitmqctl
+        self.api = api
 
     def new(self, result_backend: str = "rpc://") -> Namespace:
         vhost = f"ccw-test-{os.getpid()}-{next(self._counter)}-{uuid.uuid4().hex[:6]}"
+        broker = f"amqp://guest:guest@{self.host}:{self.port}/{vhost}"
+        if self.api:
+            rabbitmq_management.add_vhost(vhost)
+            return Namespace(
+                broker, result_backend, [lambda: rabbitmq_management.delete_vhost(vhost)]
+            )
         for command in (
             [self.rabbitmqctl, "add_vhost", vhost],
             [self.rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
         ):
             subprocess.run(command, capture_output=True, timeout=60, check=True)
-        broker = f"amqp://guest:guest@{self.host}:{self.port}/{vhost}"
+        delete = [self.rabbitmqctl, "delete_vhost", vhost]
         return Namespace(
-            broker, result_backend, cleanup=[[self.rabbitmqctl, "delete_vhost", vhost]]
+            broker,
+            result_backend,
+            [lambda: subprocess.run(delete, capture_output=True, timeout=60, check=False)],
         )
 
 

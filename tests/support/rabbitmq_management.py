@@ -19,6 +19,7 @@ URL = "http://guest:guest@127.0.0.1:15672"
 # The same API as the tests read it: its address and the basic-auth credentials apart.
 API = "http://127.0.0.1:15672/api"
 AUTH = "guest:guest"
+PERMISSIONS = ("configure", "write", "read")  # a user's, on a vhost
 
 
 def request(method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, str]:
@@ -65,6 +66,3 @@ def delete_vhost(vhost: str) -> bool:
     except OSError:
         return False
     return status in (204, 404)
-
-
-PERMISSIONS = ("configure", "write", "read")

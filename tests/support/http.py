@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from typing import Any
 
 from .processes import ManagedProcess, wait_until
 
 
-def http_get(url: str, auth: str | None = None) -> tuple[int, str]:
-    """The status and body of GET `url`, with basic auth `user:password` if given; HTTP errors
-    included."""
-    request = urllib.request.Request(url)
+def http_request(
+    url: str, method: str = "GET", body: Any = None, auth: str | None = None, timeout: float = 10
+) -> tuple[int, str]:
+    """The status and body of `method` on `url` (`body` sent as JSON), with basic auth
+    `user:password` if given; HTTP errors included, OSError when nothing answers."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
     if auth is not None:
         request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as error:
         return int(error.code), error.read().decode()
+
+
+def http_get(url: str, auth: str | None = None) -> tuple[int, str]:
+    """The status and body of GET `url` (see http_request)."""
+    return http_request(url, auth=auth)
 
 
 def http_status(url: str, auth: str | None = None) -> int:

@@ -8,12 +8,10 @@ https://www.rabbitmq.com/docs/management#http-api
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from typing import Any
 from urllib.parse import quote
+
+from .http import http_request
 
 URL = "http://guest:guest@127.0.0.1:15672"
 # The same API as the tests read it: its address and the basic-auth credentials apart.
@@ -25,16 +23,7 @@ PERMISSIONS = ("configure", "write", "read")  # a user's, on a vhost
 def request(method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, str]:
     """The status and body of `method` on API + `path` (HTTP errors included); OSError when
     nothing answers."""
-    data = None if body is None else json.dumps(body).encode()
-    call = urllib.request.Request(f"{API}{path}", data=data, method=method)
-    call.add_header("Authorization", "Basic " + b64encode(AUTH.encode()).decode())
-    if data is not None:
-        call.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(call, timeout=timeout) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
+    return http_request(f"{API}{path}", method, body, AUTH, timeout)
 
 
 def problem() -> str | None:
